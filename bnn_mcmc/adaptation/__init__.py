@@ -1,0 +1,22 @@
+"""Warmup adaptation as pure functions: dual averaging, Welford estimates, Stan's windows."""
+
+from .dual_averaging import (
+    DualAveragingState,
+    dual_averaging_final,
+    dual_averaging_init,
+    dual_averaging_update,
+)
+from .schedule import adaptation_windows
+from .welford import WelfordState, welford_covariance, welford_init, welford_update
+
+__all__ = [
+    "DualAveragingState",
+    "WelfordState",
+    "adaptation_windows",
+    "dual_averaging_final",
+    "dual_averaging_init",
+    "dual_averaging_update",
+    "welford_covariance",
+    "welford_init",
+    "welford_update",
+]

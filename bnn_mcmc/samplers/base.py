@@ -1,0 +1,441 @@
+"""The stateful driver shared by every single-chain sampler.
+
+A driver owns one chain: its current state (position with cached ``U`` and
+``∇U``), its generator, its metric and step size, its stored draws and
+statistics, and warmup.  The mathematics lives in the pure kernels of
+:mod:`bnn_mcmc.kernels` and the adaptation functions of
+:mod:`bnn_mcmc.adaptation`; a subclass only says which kernel to call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..adaptation import (
+    DualAveragingState,
+    WelfordState,
+    adaptation_windows,
+    dual_averaging_final,
+    dual_averaging_init,
+    dual_averaging_update,
+    welford_covariance,
+    welford_init,
+    welford_update,
+)
+from ..kernels.hmc import uniform
+from ..kernels.integrators import IntegratorState, integrate
+from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
+from ..kernels.potential import Potential, PotentialValue
+from ..storage import DrawStore
+
+ADAPT_MASS_CHOICES = ("diag", "dense", None)
+
+
+def check_position(position: object, name: str = "initial_position") -> Tensor:
+    """Validate a chain's starting point: a finite, 1-D, floating tensor."""
+    if not isinstance(position, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (a flat weight vector); got {type(position).__name__}."
+        )
+    if position.ndim != 1 or position.numel() == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D tensor; got shape {tuple(position.shape)}. "
+            "Flatten network weights with torch.nn.utils.parameters_to_vector."
+        )
+    if not position.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype; got {position.dtype}.")
+    if not bool(torch.isfinite(position).all()):
+        raise ValueError(f"{name} contains NaN or inf entries; start from a finite point.")
+    return position.detach().clone()
+
+
+def make_generator(
+    seed: int | None, generator: torch.Generator | None, device: torch.device
+) -> torch.Generator:
+    """The chain's private generator: ``generator`` as given, or a new one seeded with ``seed``.
+
+    Without either, a seed is drawn from the operating system; the global torch
+    RNG is never used.
+    """
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("pass either seed or generator, not both.")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}.")
+        if generator.device.type != device.type:
+            raise ValueError(
+                f"generator lives on {generator.device}, the position on {device}; create "
+                f"it with torch.Generator(device='{device}')."
+            )
+        return generator
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
+    return g
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float, or a ValueError when it is not positive and finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a positive number; got {type(value).__name__}.")
+    if not (0 < value < math.inf):
+        raise ValueError(f"{name} must be positive and finite; got {value}.")
+    return float(value)
+
+
+def check_count(name: str, value: int, minimum: int = 0) -> int:
+    """``value`` as an int, or an error when it is not an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+@dataclass
+class WarmupState:
+    """Progress of a (possibly interrupted) warmup run."""
+
+    num_steps: int
+    done: int
+    target_accept: float
+    adapt_mass: str | None
+    windows: list[tuple[int, int]]
+    dual: DualAveragingState
+    welford: WelfordState | None
+
+
+class Sampler:
+    """Base class of the single-chain samplers (see :class:`~bnn_mcmc.HMC`).
+
+    Subclasses define :meth:`_kernel`, ``stat_names`` and the default target
+    acceptance statistic.
+    """
+
+    stat_names: tuple[str, ...] = ()
+    default_target_accept = 0.8
+    uses_gradient = True
+    #: Whether ``acceptance_probability`` is the mean acceptance statistic
+    #: (NUTS) instead of the fraction of accepted proposals.
+    acceptance_from_statistic = False
+
+    def __init__(
+        self,
+        initial_position: Tensor,
+        pot_energy_func: Callable[[Tensor], Tensor],
+        step_size: float,
+        inv_mass: float | Tensor | Metric,
+        logger: logging.Logger | None,
+        log_interval: int,
+        writer,
+        writer_tag: str,
+        seed: int | None,
+        generator: torch.Generator | None,
+        progress: bool,
+        jitter: float = 0.0,
+    ):
+        position = check_position(initial_position)
+        self._potential = Potential(pot_energy_func)
+        self._state: PotentialValue = self._potential.check_initial(position, self.uses_gradient)
+        self.dim = position.shape[0]
+        self.metric = make_metric(inv_mass, self.dim, position.dtype, position.device)
+        self.step_size = check_positive("stepsize", step_size)
+        if not (isinstance(jitter, (int, float)) and 0 <= jitter < 1):
+            raise ValueError(f"jitter must be in [0, 1); got {jitter}.")
+        self.jitter = float(jitter)
+        self.generator = make_generator(seed, generator, position.device)
+        self.logger = logger
+        self.log_interval = check_count("log_interval", log_interval, 1)
+        self.writer = writer
+        self.writer_tag = writer_tag
+        self.progress = bool(progress)
+        self._draws = DrawStore(self.dim, position.dtype, self.stat_names)
+        self._warmup_draws = DrawStore(self.dim, position.dtype, self.stat_names)
+        self._warmup: WarmupState | None = None
+        self._num_transitions = 0
+        self._num_accepted = 0
+        self._sum_accept_stat = 0.0
+        self._writer_step = 0
+
+    # ------------------------------------------------------------------ kernel
+    def _kernel(self, step_size: float) -> tuple[PotentialValue, dict]:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- read-outs
+    @property
+    def inv_mass(self) -> float | Tensor:
+        """The inverse mass matrix (scalar, diagonal or dense) in use."""
+        return self.metric.inv_mass
+
+    @property
+    def position(self) -> Tensor:
+        """The chain's current position (detached)."""
+        return self._state.position.detach()
+
+    @property
+    def potential_energy(self) -> float:
+        """:math:`U` at the current position."""
+        return self._state.potential
+
+    @property
+    def num_grad_evals(self) -> int:
+        """Evaluations of :math:`U` with :math:`\\nabla U` so far (warmup included)."""
+        return self._potential.num_grad_evals
+
+    @property
+    def num_states(self) -> int:
+        """Number of stored posterior draws (warmup draws are not counted)."""
+        return len(self._draws)
+
+    def samples(self) -> Tensor:
+        """The stored posterior draws as one ``(num_states, dim)`` tensor."""
+        return self._draws.draws()
+
+    @property
+    def position_trajectory(self) -> list[Tensor]:
+        """The stored posterior draws as a list of 1-D tensors (views of :meth:`samples`).
+
+        Unlike the original toolkit, the initial position is not stored: the
+        list holds exactly the draws made by :meth:`simulate_chain`.
+        """
+        return list(self.samples().unbind(0))
+
+    @property
+    def stats(self) -> dict[str, Tensor]:
+        """Per-transition statistics of the stored draws, by ArviZ ``sample_stats`` name."""
+        return self._draws.stats()
+
+    @property
+    def warmup_trajectory(self) -> Tensor:
+        """The warmup draws as one ``(n, dim)`` tensor."""
+        return self._warmup_draws.draws()
+
+    @property
+    def warmup_stats(self) -> dict[str, Tensor]:
+        """Per-transition statistics of the warmup draws."""
+        return self._warmup_draws.stats()
+
+    @property
+    def acceptance_probability(self) -> float:
+        """Fraction of accepted proposals after warmup (NUTS: mean acceptance statistic)."""
+        if self._num_transitions == 0:
+            return float("nan")
+        if self.acceptance_from_statistic:
+            return self._sum_accept_stat / self._num_transitions
+        return self._num_accepted / self._num_transitions
+
+    def clear_position_trajectory(self, n: int | None = None) -> None:
+        """Drop all stored draws, or only the first ``n`` (the burn-in idiom).
+
+        ``simulate_chain(1000 + burn_in)`` followed by
+        ``clear_position_trajectory(n=burn_in)`` leaves exactly 1000 draws.
+        """
+        if n is not None:
+            check_count("n", n)
+        self._draws.drop_first(n)
+
+    # ---------------------------------------------------------------- running
+    def _jittered(self, step_size: float) -> float:
+        if self.jitter == 0.0:
+            return step_size
+        return step_size * (1.0 + self.jitter * (2.0 * uniform(self.generator) - 1.0))
+
+    def _transition(self, step_size: float, store: DrawStore) -> dict:
+        step = self._jittered(step_size)
+        self._state, info = self._kernel(step)
+        info["lp"] = -self._state.potential
+        info["step_size"] = step
+        store.append(self._state.position, info)
+        if self.writer is not None:
+            self._write_scalars(info)
+        return info
+
+    def _write_scalars(self, info: dict) -> None:
+        tag = self.writer_tag
+        step = self._writer_step
+        self._writer_step += 1
+        self.writer.add_scalar(f"{tag}potential", -info["lp"], step)
+        if "energy" in info:
+            self.writer.add_scalar(f"{tag}kinetic", info["energy"] + info["lp"], step)
+            self.writer.add_scalar(f"{tag}hamiltonian", info["energy"], step)
+        self.writer.add_scalar(f"{tag}acceptance", info["acceptance_rate"], step)
+        self.writer.add_scalar(f"{tag}step_size", info["step_size"], step)
+        if "tree_depth" in info:
+            self.writer.add_scalar(f"{tag}tree_depth", info["tree_depth"], step)
+
+    def _progress_bar(self, total: int, desc: str):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False)
+
+    def _log(self, phase: str, done: int, total: int) -> None:
+        if self.logger is not None and (done % self.log_interval == 0 or done == total):
+            self.logger.info(
+                "%s%s: %d/%d states, U = %.4g, step size = %.3g, acceptance = %.3f",
+                self.writer_tag,
+                phase,
+                done,
+                total,
+                self._state.potential,
+                self.step_size,
+                self.acceptance_probability if phase == "sampling" else float("nan"),
+            )
+
+    def simulate_chain(self, n: int) -> None:
+        """Run ``n`` transitions at the current step size and store each draw.
+
+        Calling it in several pieces gives the same chain as one call.
+        """
+        n = check_count("n", n)
+        if self._warmup is not None:
+            raise RuntimeError("an interrupted warmup is pending; call resume_warmup() first.")
+        bar = self._progress_bar(n, "sampling")
+        for i in range(n):
+            info = self._transition(self.step_size, self._draws)
+            self._num_transitions += 1
+            self._num_accepted += bool(info.get("accepted", False))
+            self._sum_accept_stat += info["acceptance_rate"]
+            self._log("sampling", i + 1, n)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+
+    # ----------------------------------------------------------------- warmup
+    def _reasonable_step_size(self, step_size: float) -> float:
+        """Double or halve ``step_size`` until one leapfrog step's acceptance crosses 1/2.
+
+        Hoffman & Gelman (2014), Alg. 4, in log space; costs one gradient per trial.
+        """
+        state = self._state
+        momentum = self.metric.sample_momentum(self.generator)
+        kinetic0 = float(self.metric.kinetic_energy(momentum))
+        start = IntegratorState(state.position, momentum, state.potential, state.grad)
+
+        def log_accept(eps: float) -> float:
+            end = integrate(start, eps, 1, self.metric, self._potential)
+            if not end.finite:
+                return -math.inf
+            delta = (end.potential - state.potential) + (
+                float(self.metric.kinetic_energy(end.momentum)) - kinetic0
+            )
+            return -delta if math.isfinite(delta) else -math.inf
+
+        threshold = math.log(0.5)
+        up = log_accept(step_size) > threshold
+        for _ in range(100):
+            candidate = step_size * 2.0 if up else step_size * 0.5
+            if (log_accept(candidate) > threshold) != up:
+                return step_size if up else candidate
+            step_size = candidate
+        return step_size
+
+    def _metric_from_estimate(self, welford: WelfordState) -> Metric:
+        cov = welford_covariance(welford).to(dtype=self._state.position.dtype)
+        cov = cov.to(self._state.position.device)
+        return DenseMetric(cov) if welford.dense else DiagMetric(cov)
+
+    def warmup(
+        self,
+        num_steps: int,
+        target_accept: float | None = None,
+        adapt_mass: str | None = "diag",
+        adapt_step_size: bool = True,
+    ) -> None:
+        """Tune step size and inverse mass matrix; the draws go to ``warmup_trajectory``.
+
+        The step size is adapted by dual averaging towards ``target_accept``
+        (0.8 for HMC/NUTS, 0.234 for Metropolis–Hastings), restarted after a
+        step-size search at the beginning and after every mass-matrix update.
+        The inverse mass matrix (``'diag'``, ``'dense'`` or ``None`` to keep it)
+        is re-estimated from the draws of each slow window of Stan's schedule
+        (:func:`~bnn_mcmc.adaptation.adaptation_windows`) with Welford's method,
+        regularised towards the identity.  Afterwards :attr:`step_size` and
+        :attr:`inv_mass` hold the adapted values.
+
+        Parameters
+        ----------
+        num_steps
+            Number of warmup transitions.
+        target_accept
+            Target of the acceptance statistic, in (0, 1).
+        adapt_mass
+            ``'diag'``, ``'dense'`` or ``None``.
+        adapt_step_size
+            ``False`` keeps the step size (and only adapts the mass matrix).
+        """
+        num_steps = check_count("num_steps", num_steps)
+        if target_accept is None:
+            target_accept = self.default_target_accept
+        if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
+            raise ValueError(f"target_accept must be in (0, 1); got {target_accept}.")
+        if adapt_mass not in ADAPT_MASS_CHOICES:
+            raise ValueError(
+                f"adapt_mass must be one of {ADAPT_MASS_CHOICES}; got {adapt_mass!r}."
+            )
+        if adapt_mass is not None and not isinstance(
+            self.metric, (ScalarMetric, DiagMetric, DenseMetric)
+        ):
+            raise ValueError(
+                "adapt_mass must be None for a fixed custom metric (e.g. FishLeg's); "
+                "the step size is still adapted."
+            )
+        if num_steps == 0:
+            return
+        step = self._initial_step_size() if adapt_step_size else self.step_size
+        self._warmup = WarmupState(
+            num_steps=num_steps,
+            done=0,
+            target_accept=float(target_accept),
+            adapt_mass=adapt_mass,
+            windows=adaptation_windows(num_steps) if adapt_mass else [],
+            dual=dual_averaging_init(step) if adapt_step_size else None,
+            welford=None,
+        )
+        self.resume_warmup()
+
+    def _initial_step_size(self) -> float:
+        return self._reasonable_step_size(self.step_size)
+
+    def resume_warmup(self) -> None:
+        """Continue an interrupted warmup (e.g. after loading a checkpoint)."""
+        w = self._warmup
+        if w is None:
+            return
+        window_ends = {end: start for start, end in w.windows}
+        bar = self._progress_bar(w.num_steps - w.done, "warmup")
+        while w.done < w.num_steps:
+            step = float(np.exp(w.dual.log_step)) if w.dual is not None else self.step_size
+            info = self._transition(step, self._warmup_draws)
+            if w.dual is not None:
+                w.dual = dual_averaging_update(w.dual, info["acceptance_rate"], w.target_accept)
+            i = w.done
+            w.done += 1
+            if any(start <= i < end for start, end in w.windows):
+                if w.welford is None:
+                    w.welford = welford_init(self._state.position, w.adapt_mass == "dense")
+                w.welford = welford_update(w.welford, self._state.position)
+            if w.done in window_ends:
+                self.metric = self._metric_from_estimate(w.welford)
+                w.welford = None
+                if w.dual is not None:
+                    w.dual = dual_averaging_init(self._initial_step_size())
+            self._log("warmup", w.done, w.num_steps)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        if w.dual is not None:
+            self.step_size = float(dual_averaging_final(w.dual))
+        self._warmup = None
