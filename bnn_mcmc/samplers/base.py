@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +31,14 @@ from ..adaptation import (
     welford_covariance,
     welford_init,
     welford_update,
+)
+from ..checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_sampler_state,
+    rebuild_sampler,
+    sampler_state_dict,
+    save_checkpoint,
 )
 from ..kernels.hmc import uniform
 from ..kernels.integrators import IntegratorState, integrate
@@ -127,6 +137,17 @@ class Sampler:
     #: Whether ``acceptance_probability`` is the mean acceptance statistic
     #: (NUTS) instead of the fraction of accepted proposals.
     acceptance_from_statistic = False
+    #: Dual averaging explores around ``centre * step_size`` (Hoffman & Gelman use 10).
+    dual_averaging_centre = 10.0
+    #: Output options (see :meth:`configure_output`); the defaults keep all draws in memory.
+    output_dir: Path | None = None
+    checkpoint_every: int | None = None
+    thin: int = 1
+    chunk_size: int = 256
+    #: Line of the tqdm bar (one per chain when several run at once).
+    progress_position: int | None = None
+    _pending_sampling = 0
+    _since_checkpoint = 0
 
     def __init__(
         self,
@@ -252,6 +273,10 @@ class Sampler:
     def _transition(self, step_size: float, store: DrawStore) -> dict:
         step = self._jittered(step_size)
         self._state, info = self._kernel(step)
+        return self._record(info, step, store)
+
+    def _record(self, info: dict, step: float, store: DrawStore) -> dict:
+        """Complete and store the statistics of a transition that moved to ``self._state``."""
         info["lp"] = -self._state.potential
         info["step_size"] = step
         store.append(self._state.position, info)
@@ -277,7 +302,12 @@ class Sampler:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, leave=False)
+        return tqdm(
+            total=total,
+            desc=f"{self.writer_tag}{desc}",
+            leave=False,
+            position=self.progress_position,
+        )
 
     def _log(self, phase: str, done: int, total: int) -> None:
         if self.logger is not None and (done % self.log_interval == 0 or done == total):
@@ -301,16 +331,23 @@ class Sampler:
         if self._warmup is not None:
             raise RuntimeError("an interrupted warmup is pending; call resume_warmup() first.")
         bar = self._progress_bar(n, "sampling")
+        self._pending_sampling = n
         for i in range(n):
-            info = self._transition(self.step_size, self._draws)
-            self._num_transitions += 1
-            self._num_accepted += bool(info.get("accepted", False))
-            self._sum_accept_stat += info["acceptance_rate"]
+            self._count_sampling(self._transition(self.step_size, self._draws))
             self._log("sampling", i + 1, n)
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
+        self._end_of_run()
+
+    def _count_sampling(self, info: dict) -> None:
+        """Book-keeping after a post-warmup transition."""
+        self._num_transitions += 1
+        self._num_accepted += bool(info.get("accepted", False))
+        self._sum_accept_stat += info["acceptance_rate"]
+        self._pending_sampling -= 1
+        self._after_transition()
 
     # ----------------------------------------------------------------- warmup
     def _reasonable_step_size(self, step_size: float) -> float:
@@ -375,6 +412,11 @@ class Sampler:
         adapt_step_size
             ``False`` keeps the step size (and only adapts the mass matrix).
         """
+        self._begin_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
+        self.resume_warmup()
+
+    def _begin_warmup(self, num_steps, target_accept, adapt_mass, adapt_step_size) -> None:
+        """Check the options of :meth:`warmup` and set up its state; nothing runs yet."""
         num_steps = check_count("num_steps", num_steps)
         if target_accept is None:
             target_accept = self.default_target_accept
@@ -399,43 +441,206 @@ class Sampler:
             done=0,
             target_accept=float(target_accept),
             adapt_mass=adapt_mass,
-            windows=adaptation_windows(num_steps) if adapt_mass else [],
-            dual=dual_averaging_init(step) if adapt_step_size else None,
+            windows=self._adaptation_windows(num_steps) if adapt_mass else [],
+            dual=self._dual_init(step) if adapt_step_size else None,
             welford=None,
         )
-        self.resume_warmup()
 
     def _initial_step_size(self) -> float:
         return self._reasonable_step_size(self.step_size)
+
+    def _dual_init(self, step_size: float) -> DualAveragingState:
+        state = dual_averaging_init(step_size)
+        return state._replace(mu=np.log(self.dual_averaging_centre * step_size))
+
+    def _adaptation_windows(self, num_steps: int) -> list[tuple[int, int]]:
+        return adaptation_windows(num_steps)
 
     def resume_warmup(self) -> None:
         """Continue an interrupted warmup (e.g. after loading a checkpoint)."""
         w = self._warmup
         if w is None:
             return
-        window_ends = {end: start for start, end in w.windows}
         bar = self._progress_bar(w.num_steps - w.done, "warmup")
         while w.done < w.num_steps:
-            step = float(np.exp(w.dual.log_step)) if w.dual is not None else self.step_size
-            info = self._transition(step, self._warmup_draws)
-            if w.dual is not None:
-                w.dual = dual_averaging_update(w.dual, info["acceptance_rate"], w.target_accept)
-            i = w.done
-            w.done += 1
-            if any(start <= i < end for start, end in w.windows):
-                if w.welford is None:
-                    w.welford = welford_init(self._state.position, w.adapt_mass == "dense")
-                w.welford = welford_update(w.welford, self._state.position)
-            if w.done in window_ends:
-                self.metric = self._metric_from_estimate(w.welford)
-                w.welford = None
-                if w.dual is not None:
-                    w.dual = dual_averaging_init(self._initial_step_size())
-            self._log("warmup", w.done, w.num_steps)
+            info = self._transition(self._warmup_step_size(), self._warmup_draws)
+            self._warmup_update(info)
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
+        self._finish_warmup()
+
+    def _warmup_step_size(self) -> float:
+        """The step size of the next warmup transition."""
+        w = self._warmup
+        return float(np.exp(w.dual.log_step)) if w.dual is not None else self.step_size
+
+    def _warmup_update(self, info: dict) -> None:
+        """Adapt step size and mass matrix after one warmup transition."""
+        w = self._warmup
+        if w.dual is not None:
+            w.dual = dual_averaging_update(w.dual, info["acceptance_rate"], w.target_accept)
+        i = w.done
+        w.done += 1
+        if any(start <= i < end for start, end in w.windows):
+            if w.welford is None:
+                w.welford = welford_init(self._state.position, w.adapt_mass == "dense")
+            w.welford = welford_update(w.welford, self._state.position)
+        if any(end == w.done for _, end in w.windows):
+            self.metric = self._metric_from_estimate(w.welford)
+            w.welford = None
+            if w.dual is not None:
+                w.dual = self._dual_init(self._initial_step_size())
+        self._after_transition()
+        self._log("warmup", w.done, w.num_steps)
+
+    def _finish_warmup(self) -> None:
+        w = self._warmup
         if w.dual is not None:
             self.step_size = float(dual_averaging_final(w.dual))
         self._warmup = None
+        self._end_of_run()
+
+    # ------------------------------------------------- output and checkpoints
+    def configure_output(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        thin: int = 1,
+        checkpoint_every: int | None = None,
+        chunk_size: int = 256,
+    ) -> None:
+        """Choose where draws go, how many are kept and how often the state is saved.
+
+        Call it before the first transition.
+
+        Parameters
+        ----------
+        output_dir
+            Stream draws and statistics to ``output_dir/draws`` and
+            ``output_dir/warmup`` in ``.npy`` chunks of ``chunk_size`` rows
+            (see :mod:`bnn_mcmc.storage`): memory stays bounded and the draws
+            can be read during the run and after it was killed
+            (:func:`bnn_mcmc.storage.read_chunks`).  ``None`` keeps them in memory.
+        thin
+            Keep every ``thin``-th transition (warmup and sampling alike).
+        checkpoint_every
+            Save the complete sampler state to ``output_dir/checkpoint.pt``
+            every this many transitions and at the end of each
+            :meth:`warmup` / :meth:`simulate_chain`; continue a killed run with
+            :meth:`resume`.  Needs ``output_dir``.
+        chunk_size
+            Rows per chunk file.
+        """
+        if self._draws._seen or self._warmup_draws._seen:
+            raise RuntimeError("configure_output must be called before the first transition.")
+        self._configure_output(output_dir, thin, checkpoint_every, chunk_size, fresh=True)
+
+    def _configure_output(self, output_dir, thin, checkpoint_every, chunk_size, fresh: bool):
+        if checkpoint_every is not None:
+            checkpoint_every = check_count("checkpoint_every", checkpoint_every, 1)
+            if output_dir is None:
+                raise ValueError("checkpoint_every needs an output_dir to write checkpoints to.")
+        thin = check_count("thin", thin, 1)
+        chunk_size = check_count("chunk_size", chunk_size, 1)
+        if output_dir is not None:
+            output_dir = Path(output_dir)
+            if fresh and (
+                (output_dir / CHECKPOINT_NAME).exists() or (output_dir / "draws").exists()
+            ):
+                raise ValueError(
+                    f"output_dir {output_dir} already holds a run; continue it with "
+                    "resume(output_dir, pot_energy_func) or choose a new directory."
+                )
+        self.output_dir, self.thin = output_dir, thin
+        self.checkpoint_every, self.chunk_size = checkpoint_every, chunk_size
+        for attr, sub in (("_draws", "draws"), ("_warmup_draws", "warmup")):
+            setattr(
+                self,
+                attr,
+                DrawStore(
+                    self.dim,
+                    self._state.position.dtype,
+                    self.stat_names,
+                    block_size=chunk_size if output_dir is not None else 1024,
+                    thin=thin,
+                    directory=None if output_dir is None else output_dir / sub,
+                ),
+            )
+
+    def output_options(self) -> dict:
+        """The arguments of :meth:`configure_output` in use."""
+        return {
+            "output_dir": None if self.output_dir is None else str(self.output_dir),
+            "thin": self.thin,
+            "checkpoint_every": self.checkpoint_every,
+            "chunk_size": self.chunk_size,
+        }
+
+    def _after_transition(self) -> None:
+        if self.checkpoint_every is None:
+            return
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self.checkpoint_every:
+            self.save_checkpoint()
+
+    def _end_of_run(self) -> None:
+        if self.checkpoint_every is not None:
+            self.save_checkpoint()
+        elif self.output_dir is not None:
+            self._draws.flush()
+            self._warmup_draws.flush()
+
+    def save_checkpoint(self) -> None:
+        """Write :meth:`state_dict` to ``output_dir/checkpoint.pt`` (atomically)."""
+        if self.output_dir is None:
+            raise ValueError("save_checkpoint needs an output_dir; call configure_output first.")
+        self._since_checkpoint = 0
+        save_checkpoint(self.output_dir / CHECKPOINT_NAME, self.state_dict())
+
+    def state_dict(self) -> dict:
+        """The complete state of the chain (see :mod:`bnn_mcmc.checkpoint`)."""
+        return sampler_state_dict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` taken from a sampler of the same class."""
+        load_sampler_state(self, state)
+
+    def continue_run(self) -> None:
+        """Finish an interrupted :meth:`warmup` and :meth:`simulate_chain` call, if any."""
+        self.resume_warmup()
+        if self._pending_sampling:
+            self.simulate_chain(self._pending_sampling)
+
+    @classmethod
+    def resume(
+        cls, output_dir: str | os.PathLike, pot_energy_func: Callable[[Tensor], Tensor], **kwargs
+    ) -> Sampler:
+        """Rebuild a chain from ``output_dir/checkpoint.pt`` and finish its interrupted call.
+
+        The draws equal those of an uninterrupted run bit for bit.  The
+        potential is passed again (it is code, not data); ``kwargs`` are the
+        options that are not saved: ``logger``, ``writer``, ``writer_tag``,
+        ``progress`` and ``device``.
+        """
+        sampler = rebuild_sampler(load_checkpoint(output_dir), pot_energy_func, **kwargs)
+        if cls is not Sampler and not isinstance(sampler, cls):
+            raise ValueError(
+                f"{output_dir} holds a {type(sampler).__name__} chain; resume it with "
+                f"{type(sampler).__name__}.resume or Sampler.resume."
+            )
+        sampler.continue_run()
+        return sampler
+
+    # ------------------------------------------------------------ diagnostics
+    def to_inference_data(self, **kwargs):
+        """This chain as ArviZ ``InferenceData``; see :func:`bnn_mcmc.to_inference_data`."""
+        from ..diagnostics.inference_data import to_inference_data
+
+        return to_inference_data(self, **kwargs)
+
+    def summary(self, **kwargs):
+        """Convergence report; see :func:`bnn_mcmc.diagnostics.summary`."""
+        from ..diagnostics.summary import summary
+
+        return summary(self, **kwargs)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..adaptation import adaptation_windows
 from ..kernels.metrics import DiagMetric
 from ..kernels.mh import mh_step
 from .base import Sampler, check_positive
@@ -35,6 +36,7 @@ class MetropolisHastings(Sampler):
     stat_names = ("lp", "acceptance_rate", "accepted", "step_size", "n_steps", "diverging")
     default_target_accept = 0.234
     uses_gradient = False
+    dual_averaging_centre = 1.0  # start at the optimal-scaling guess, not above it
 
     def __init__(
         self,
@@ -85,6 +87,17 @@ class MetropolisHastings(Sampler):
 
     def _kernel(self, step_size):
         return mh_step(self._state, self.generator, self._potential, self.metric, step_size)
+
+    def _adaptation_windows(self, num_steps: int) -> list[tuple[int, int]]:
+        # random-walk transitions are cheap and their acceptance is a noisy 0/1 signal:
+        # buffers proportional to the warmup (15 % / 5 % doubling / 10 %) give dual
+        # averaging enough steps after the last covariance update.
+        return adaptation_windows(
+            num_steps,
+            init_buffer=int(0.15 * num_steps),
+            term_buffer=int(0.1 * num_steps),
+            base_window=max(int(0.05 * num_steps), 1),
+        )
 
     def _initial_step_size(self) -> float:
         if self._warmup is None:  # start of warmup: keep the user's scale

@@ -1,0 +1,45 @@
+"""Monte Carlo error helpers for statistical tests (ArviZ effective sample sizes)."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import torch
+
+
+def as_chains(draws) -> np.ndarray:
+    """``(draw, dim)`` or ``(chain, draw, dim)`` draws as a float64 ``(chain, draw, dim)`` array."""
+    x = draws.detach().cpu().double().numpy() if isinstance(draws, torch.Tensor) else draws
+    x = np.asarray(x, dtype=np.float64)
+    return x[None] if x.ndim == 2 else x
+
+
+def ess(draws) -> np.ndarray:
+    """Bulk effective sample size of each coordinate (ArviZ)."""
+    x = as_chains(draws)
+    return az.ess(az.convert_to_dataset(x))["x"].values
+
+
+def mcse_mean(draws) -> np.ndarray:
+    """Monte Carlo standard error of the mean of each coordinate: sd / sqrt(ESS)."""
+    x = as_chains(draws)
+    return x.reshape(-1, x.shape[-1]).std(0) / np.sqrt(ess(x))
+
+
+def assert_moments(draws, mean, var, z: float = 5.0, min_ess: float = 50.0) -> None:
+    """Check means and variances against the truth within ``z`` Monte Carlo standard errors.
+
+    The variance is checked through the mean of ``(x - mean)^2``, whose MCSE comes from the
+    ESS of that transformed chain. ``min_ess`` guards against passing through a stuck chain.
+    """
+    x = as_chains(draws)
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), x.shape[-1:])
+    var = np.broadcast_to(np.asarray(var, dtype=np.float64), x.shape[-1:])
+    e = ess(x)
+    assert e.min() >= min_ess, f"effective sample size too small: min {e.min():.1f}"
+    flat = x.reshape(-1, x.shape[-1])
+    z_mean = np.abs(flat.mean(0) - mean) / mcse_mean(x)
+    assert z_mean.max() < z, f"mean off by {z_mean.max():.2f} MCSE (coordinate {z_mean.argmax()})"
+    sq = (x - mean) ** 2
+    z_var = np.abs(sq.reshape(-1, x.shape[-1]).mean(0) - var) / mcse_mean(sq)
+    assert z_var.max() < z, f"variance off by {z_var.max():.2f} MCSE (coordinate {z_var.argmax()})"

@@ -1,0 +1,129 @@
+"""Q blocks and the Kronecker metric against dense matrices built independently."""
+
+import pytest
+import torch
+from torch import nn
+
+from bnn_mcmc.kernels.kron_metric import DiagonalFactor, KroneckerFactor, KroneckerMetric
+from bnn_mcmc.optim.qblocks import DiagonalQ, KroneckerQ, make_qblock
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _randomise(block, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if p.dim() != 2
+                                                                or p.shape[0] != p.shape[1]
+                                                                else 0.0))
+            if p.dim() == 2 and p.shape[0] == p.shape[1]:
+                p.add_(torch.eye(p.shape[0]))
+
+
+def _dense_kron(block):
+    """Q built from the paper's formula with torch.kron (row-major vec of [W | b])."""
+    S = torch.kron(block.L, block.R)
+    if block.full:
+        S = block.A.reshape(-1, 1) * S * block.D.reshape(1, -1)
+    return (S @ S.mT).detach()
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("layer", [nn.Linear(3, 4), nn.Linear(3, 2, bias=False),
+                                   nn.Conv2d(2, 3, kernel_size=2)])
+def test_kronecker_qv_and_diag_match_dense(layer, full):
+    layer = layer.double()
+    block = make_qblock(layer, full=full, scale=1.0)
+    assert isinstance(block, KroneckerQ)
+    _randomise(block, 0)
+    Q = _dense_kron(block)
+    m = layer.weight.shape[0]
+    v = [torch.randn_like(p) for p in block.params]
+    mat = torch.cat([v[0].reshape(m, -1)] + ([v[1].reshape(m, 1)] if len(v) > 1 else []), 1)
+    expected = (Q @ mat.reshape(-1)).reshape(mat.shape)
+    out = block.Qv(v)
+    got = torch.cat([out[0].reshape(m, -1)] + ([out[1].reshape(m, 1)] if len(v) > 1 else []), 1)
+    torch.testing.assert_close(got, expected)
+    d = block.diagQ()
+    gotd = torch.cat([d[0].reshape(m, -1)] + ([d[1].reshape(m, 1)] if len(v) > 1 else []), 1)
+    torch.testing.assert_close(gotd.reshape(-1), torch.diagonal(Q))
+    if not full:  # the paper's Kronecker form LL^T (x) RR^T
+        torch.testing.assert_close(Q, torch.kron(block.L @ block.L.mT, block.R @ block.R.mT))
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm2d(3), nn.LayerNorm((2, 3))])
+def test_diagonal_blocks(layer):
+    block = make_qblock(layer.double(), full=True, scale=2.0)
+    assert isinstance(block, DiagonalQ)
+    _randomise(block, 1)
+    v = [torch.randn_like(p) for p in block.params]
+    for q, d, x, dd in zip(block.Qv(v), block.diagQ(), v, block.d, strict=True):
+        torch.testing.assert_close(q, dd.detach() ** 2 * x)
+        torch.testing.assert_close(d, dd.detach() ** 2)
+
+
+def test_set_diagonal_exact_with_full_and_rank_one_without():
+    lin = nn.Linear(3, 2).double()
+    target = [torch.rand(2, 3) + 0.5, torch.rand(2) + 0.5]
+    full = KroneckerQ(lin.weight, lin.bias, full=True, scale=1.0)
+    full.set_diagonal(target)
+    for a, b in zip(full.diagQ(), target, strict=True):
+        torch.testing.assert_close(a.detach(), b)
+    a, b = torch.rand(2) + 0.5, torch.rand(4) + 0.5  # a rank-one diagonal is fitted exactly
+    outer = torch.outer(a, b)
+    plain = KroneckerQ(lin.weight, lin.bias, full=False, scale=1.0)
+    plain.set_diagonal([outer[:, :3], outer[:, 3]])
+    torch.testing.assert_close(plain.diagQ()[0].detach(), outer[:, :3])
+
+
+def _metric():
+    g = torch.Generator().manual_seed(3)
+    L = torch.eye(2) + 0.3 * torch.randn(2, 2, generator=g)
+    R = torch.eye(3) + 0.3 * torch.randn(3, 3, generator=g)
+    A, D = torch.rand(2, 3, generator=g) + 0.5, torch.rand(2, 3, generator=g) + 0.5
+    idx = torch.tensor([[0, 2, 4], [6, 8, 9]])  # interleaved layout
+    f1 = KroneckerFactor(idx, L, R, A, D)
+    f2 = DiagonalFactor(torch.tensor([1, 3]), torch.tensor([0.5, 2.0]))
+    return KroneckerMetric(11, [f1, f2], base_inv_mass=0.7)
+
+
+def test_metric_matches_dense():
+    metric = _metric()
+    dense = metric.to_dense()
+    assert torch.allclose(dense, dense.mT)
+    torch.testing.assert_close(metric.inv_mass, torch.diagonal(dense))
+    p = torch.randn(5, 11, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(metric.velocity(p), p @ dense)
+    torch.testing.assert_close(metric.kinetic_energy(p), 0.5 * ((p @ dense) * p).sum(-1))
+
+
+def test_momentum_covariance_is_mass_matrix():
+    metric = _metric()
+    mass = torch.linalg.inv(metric.to_dense())
+    n = 40000
+    p = metric.sample_momentum(torch.Generator().manual_seed(5), (n,))
+    cov = p.mT @ p / n
+    # MC standard error of a covariance entry: sqrt((M_ii M_jj + M_ij^2) / n)
+    se = torch.sqrt((torch.outer(mass.diagonal(), mass.diagonal()) + mass**2) / n)
+    assert bool(((cov - mass).abs() < 5 * se).all())
+    # and it fails for a wrong target (the inverse mass instead of the mass)
+    assert not bool(((cov - metric.to_dense()).abs() < 5 * se).all())
+
+
+def test_metric_rejects_bad_input():
+    f = DiagonalFactor(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match="disjoint"):
+        KroneckerMetric(3, [f, DiagonalFactor(torch.tensor([1]), torch.tensor([1.0]))])
+    with pytest.raises(ValueError, match="outside"):
+        KroneckerMetric(1, [f])
+    with pytest.raises(ValueError, match="positive"):
+        DiagonalFactor(torch.tensor([0]), torch.tensor([-1.0]))
+    with pytest.raises(ValueError, match="invertible"):
+        KroneckerFactor(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 2), torch.ones(1, 1))
