@@ -120,7 +120,7 @@ class Potential:
             )
         if not bool(torch.isfinite(u)):
             raise ValueError(
-                f"pot_energy_func returned {float(u)} at the initial position; start the "
+                f"pot_energy_func returned {float(u.detach())} at the initial position; start the "
                 "chain at a point of finite energy (e.g. a prior draw or a MAP estimate)."
             )
         if not need_grad:

@@ -96,7 +96,7 @@ class MetropolisHastings(Sampler):
             num_steps,
             init_buffer=int(0.15 * num_steps),
             term_buffer=int(0.1 * num_steps),
-            base_window=max(int(0.05 * num_steps), 1),
+            base_window=max(int(0.05 * num_steps), 10),
         )
 
     def _initial_step_size(self) -> float:

@@ -1,0 +1,22 @@
+"""Hypernetworks: networks that generate the weights of a main network.
+
+A batch of ``B`` inputs gives ``B`` weight sets in one pass; ``ret_format='flattened'``
+returns a ``(B, num_outputs)`` tensor that a batched main network takes directly.
+"""
+
+from .chunked_hmlp import ChunkedHMLP
+from .hmlp import HMLP
+from .hyperfan import harmonic_mean, target_variances
+from .interface import HyperNetInterface
+from .perturb_wrapper import HPerturbWrapper
+from .structured_hmlp import StructuredHMLP
+
+__all__ = [
+    "HyperNetInterface",
+    "HMLP",
+    "ChunkedHMLP",
+    "StructuredHMLP",
+    "HPerturbWrapper",
+    "harmonic_mean",
+    "target_variances",
+]
