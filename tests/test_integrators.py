@@ -81,7 +81,8 @@ def test_time_reversibility():
 def test_internal_integrator_costs_one_gradient_per_step():
     potential = Potential(OSCILLATOR)
     metric = make_metric(1.0, 4, torch.float64, torch.device("cpu"))
-    state = _state(potential, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    zeros = torch.zeros(4, dtype=torch.float64)
+    state = _state(potential, zeros + 1.0, zeros)
     before = potential.num_grad_evals
     integrate(state, 0.1, 17, metric, potential)
     assert potential.num_grad_evals - before == 17

@@ -175,12 +175,13 @@ def test_burn_in_idiom_and_trajectory_compatibility():
     s.simulate_chain(100 + 30)
     kept = s.samples()[30:].clone()
     s.clear_position_trajectory(n=30)
-    assert s.num_states == 100
+    assert s.num_states == 130  # transitions simulated, as in the original toolkit
+    assert len(s.samples()) == 100
     assert torch.equal(torch.stack(s.position_trajectory), kept)
     assert torch.cat(s.position_trajectory).shape == (200,)
     assert len(s.stats["lp"]) == 100
     s.clear_position_trajectory()
-    assert s.num_states == 0
+    assert len(s.samples()) == 0 and s.num_states == 130
     assert 0 < s.acceptance_probability <= 1
 
 

@@ -214,11 +214,29 @@ class Sampler:
 
     @property
     def num_states(self) -> int:
-        """Number of stored posterior draws (warmup draws are not counted)."""
-        return len(self._draws)
+        """Number of posterior transitions simulated so far (warmup not counted).
+
+        As in the original toolkit, clearing stored draws does not change it; the
+        number of stored draws is ``len(samples())``.
+        """
+        return self._num_transitions
+
+    @property
+    def stepsize(self) -> float:
+        """Alias of :attr:`step_size` (the original toolkit's name)."""
+        return self.step_size
+
+    @stepsize.setter
+    def stepsize(self, value: float) -> None:
+        self.step_size = check_positive("stepsize", value)
+
+    @property
+    def current_position(self) -> Tensor:
+        """Alias of :attr:`position` (the original toolkit's name)."""
+        return self.position
 
     def samples(self) -> Tensor:
-        """The stored posterior draws as one ``(num_states, dim)`` tensor."""
+        """The stored posterior draws as one ``(n, dim)`` tensor (``n`` after thinning/clearing)."""
         return self._draws.draws()
 
     @property

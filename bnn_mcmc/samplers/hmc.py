@@ -55,7 +55,7 @@ class HMC(Sampler):
         position's device.  The global RNG is never used.
     progress
         Show a tqdm progress bar.
-    max_delta_energy
+    delta_max
         Energy error above which a transition counts as divergent.
 
     Examples
@@ -96,10 +96,10 @@ class HMC(Sampler):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
-        max_delta_energy: float = 1000.0,
+        delta_max: float = 1000.0,
     ):
         self.num_steps = check_count("num_steps", num_steps, 1)
-        self.max_delta_energy = check_positive("max_delta_energy", max_delta_energy)
+        self.delta_max = check_positive("delta_max", delta_max)
         super().__init__(
             initial_position,
             pot_energy_func,
@@ -123,5 +123,5 @@ class HMC(Sampler):
             self.metric,
             step_size,
             self.num_steps,
-            self.max_delta_energy,
+            self.delta_max,
         )

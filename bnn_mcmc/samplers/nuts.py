@@ -20,12 +20,13 @@ class NUTS(Sampler):
     U-turn criterion with Stan's extra checks across merged subtrees, an
     iterative tree builder, and log-space energy differences — see
     :mod:`bnn_mcmc.kernels.nuts`.  A transition whose energy error exceeds
-    ``max_delta_energy`` (or whose potential fails) is divergent: flagged in
+    ``delta_max`` (or whose potential fails) is divergent: flagged in
     :attr:`stats` and never a crash.
 
     Parameters are those of :class:`~bnn_mcmc.HMC` without ``num_steps`` and
     ``jitter``, plus ``max_tree_depth`` (the trajectory has at most
-    :math:`2^{\text{max\_tree\_depth}}` leapfrog steps).
+    :math:`2^{\text{max\_tree\_depth}}` leapfrog steps).  ``delta_max`` is the
+    fourth positional argument, as in the original toolkit's ``NUTS``.
     """
 
     stat_names = (
@@ -46,6 +47,7 @@ class NUTS(Sampler):
         initial_position: Tensor,
         pot_energy_func: Callable[[Tensor], Tensor],
         stepsize: float = 0.02,
+        delta_max: float = 1000.0,
         inv_mass: float | Tensor | Metric = 1.0,
         logger: logging.Logger | None = None,
         log_interval: int = 100,
@@ -56,10 +58,9 @@ class NUTS(Sampler):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
-        max_delta_energy: float = 1000.0,
     ):
         self.max_tree_depth = check_count("max_tree_depth", max_tree_depth, 1)
-        self.max_delta_energy = check_positive("max_delta_energy", max_delta_energy)
+        self.delta_max = check_positive("delta_max", delta_max)
         super().__init__(
             initial_position,
             pot_energy_func,
@@ -82,5 +83,5 @@ class NUTS(Sampler):
             self.metric,
             step_size,
             self.max_tree_depth,
-            self.max_delta_energy,
+            self.delta_max,
         )

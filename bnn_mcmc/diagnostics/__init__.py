@@ -1,0 +1,19 @@
+"""From draws to understanding: ArviZ InferenceData, run summaries, comparisons, plots."""
+
+from .compare import compare_posteriors, draws_by_chain, expected_calibration_error, mmd2_unbiased
+from .inference_data import to_inference_data
+from .plots import plot_classification_uncertainty, plot_regression_bands, plot_weight_pairs
+from .summary import RunSummary, summary
+
+__all__ = [
+    "RunSummary",
+    "compare_posteriors",
+    "draws_by_chain",
+    "expected_calibration_error",
+    "mmd2_unbiased",
+    "plot_classification_uncertainty",
+    "plot_regression_bands",
+    "plot_weight_pairs",
+    "summary",
+    "to_inference_data",
+]

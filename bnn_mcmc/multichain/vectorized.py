@@ -1,0 +1,114 @@
+"""The vectorised backend: all selected chains advance together through one batched potential.
+
+Each lockstep transition stacks the chains' positions into ``(chains, dim)``,
+runs the batched kernel (:mod:`bnn_mcmc.kernels.batched_hmc` or
+:mod:`bnn_mcmc.kernels.batched_nuts`) and hands each chain its new state and
+statistics, which the chain stores, counts, adapts on (during warmup) and
+checkpoints exactly as after one of its own transitions.  Chains therefore
+stay ordinary single-chain samplers: they can be continued by any backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..kernels.batched_hmc import BatchedPotential, BatchedState, batched_hmc_step
+from ..kernels.batched_nuts import batched_nuts_step
+from ..kernels.potential import PotentialValue
+from ..samplers import HMC, NUTS, Sampler
+
+
+def check_vectorizable(chains: Sequence[Sampler]) -> None:
+    """Raise ValueError unless the chains can share lockstep transitions."""
+    first = chains[0]
+    if not isinstance(first, (HMC, NUTS)):
+        raise ValueError(
+            "the vectorized backend runs chain_type 'hmc' or 'nuts'; use the 'sequential' "
+            "or 'joblib' backend for Metropolis-Hastings."
+        )
+    for c in chains:
+        if type(c) is not type(first) or c._state.position.device != first._state.position.device:
+            raise ValueError(
+                "the vectorized backend needs chains of one type on one device; use "
+                "devices=None or another backend."
+            )
+        if isinstance(c, HMC) and c.num_steps != first.num_steps:
+            raise ValueError("the vectorized backend needs the same num_steps for every chain.")
+        if isinstance(c, NUTS) and c.max_tree_depth != first.max_tree_depth:
+            raise ValueError("the vectorized backend needs one max_tree_depth for every chain.")
+
+
+def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bool) -> None:
+    """One transition of every chain in ``chains``."""
+    bases = [c._warmup_step_size() if warmup else c.step_size for c in chains]
+    steps = [c._jittered(b) for c, b in zip(chains, bases)]
+    state = BatchedState(
+        torch.stack([c._state.position for c in chains]),
+        torch.tensor([c._state.potential for c in chains], dtype=torch.float64),
+        torch.stack([c._state.grad for c in chains]),
+    )
+    state.potential = state.potential.to(state.position.device)
+    generators = [c.generator for c in chains]
+    metrics = [c.metric for c in chains]
+    first = chains[0]
+    if isinstance(first, HMC):
+        new, infos = batched_hmc_step(
+            state, generators, metrics, potential, steps, first.num_steps, first.delta_max
+        )
+    else:
+        new, infos = batched_nuts_step(
+            state,
+            generators,
+            metrics,
+            potential,
+            steps,
+            first.max_tree_depth,
+            first.delta_max,
+        )
+    potentials = new.potential.tolist()
+    for i, (c, info) in enumerate(zip(chains, infos)):
+        c._state = PotentialValue(new.position[i], potentials[i], new.grad[i])
+        c._potential.num_grad_evals += info["n_steps"]
+        if warmup:
+            c._record(info, steps[i], c._warmup_draws)
+            c._warmup_update(info)
+        else:
+            c._record(info, steps[i], c._draws)
+            c._count_sampling(info)
+            c._log("sampling", c._num_transitions, c._num_transitions + c._pending_sampling)
+
+
+def run_vectorized(chains: Sequence[Sampler], batched_func: Callable[[Tensor], Tensor]) -> None:
+    """Finish every chain's recorded warmup and pending transitions in lockstep."""
+    check_vectorizable(chains)
+    potential = BatchedPotential(batched_func)
+    bars = {
+        id(c): c._progress_bar(c._warmup.num_steps - c._warmup.done, "warmup")
+        for c in chains
+        if c._warmup is not None
+    }
+    while active := [
+        c for c in chains if c._warmup is not None and c._warmup.done < c._warmup.num_steps
+    ]:
+        _lockstep(active, potential, warmup=True)
+        for c in active:
+            if bars.get(id(c)) is not None:
+                bars[id(c)].update()
+    for c in chains:
+        if c._warmup is not None:
+            c._finish_warmup()
+        if bars.get(id(c)) is not None:
+            bars[id(c)].close()
+    bars = {id(c): c._progress_bar(c._pending_sampling, "sampling") for c in chains}
+    while active := [c for c in chains if c._pending_sampling > 0]:
+        _lockstep(active, potential, warmup=False)
+        for c in active:
+            if bars[id(c)] is not None:
+                bars[id(c)].update()
+    for c in chains:
+        c._end_of_run()
+        if bars[id(c)] is not None:
+            bars[id(c)].close()

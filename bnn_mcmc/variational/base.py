@@ -1,0 +1,126 @@
+r"""What every variational posterior over flat weight vectors provides.
+
+A variational posterior :math:`q_\phi(w)` over the flat weights :math:`w \in \mathbb R^P`
+of a network is trained by maximising the evidence lower bound
+
+.. math:: \mathcal L(\phi) = \mathbb E_{q_\phi}[\log p(\mathcal D \mid w)]
+          - \mathrm{KL}(q_\phi \,\Vert\, p),
+
+with reparameterised draws :math:`w = g_\phi(\epsilon)` (:meth:`VariationalPosterior.rsample`)
+and a KL term whose gradient in :math:`\phi` is right (:meth:`VariationalPosterior.kl_term`).
+Trained, :meth:`VariationalPosterior.sample` returns detached ``(n, P)`` draws: the same
+container as MCMC draws, for :func:`~bnn_mcmc.bnn.predict` and the comparisons.
+
+References
+----------
+Blei, D. M., Kucukelbir, A. and McAuliffe, J. D. (2017). Variational inference: a review
+for statisticians. *JASA* 112(518), 859-877.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..bnn.priors import Prior
+
+
+@dataclass
+class KLTerm:
+    """A Monte Carlo KL term.
+
+    Attributes
+    ----------
+    surrogate : Tensor
+        Scalar to add to the loss: its gradient in the variational parameters is an
+        estimate of :math:`\\nabla_\\phi \\mathrm{KL}(q_\\phi \\Vert p)`.
+    estimate : float or None
+        An estimate of the value :math:`\\mathrm{KL}(q_\\phi \\Vert p)`, or ``None`` when the
+        method only estimates its gradient (SSGE).
+    """
+
+    surrogate: Tensor
+    estimate: float | None
+
+
+def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator from a generator, an int seed, or ``None`` (seeded by the OS).
+
+    The global torch RNG is never used.
+    """
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator()
+    if generator is None:
+        g.seed()
+    elif isinstance(generator, int) and not isinstance(generator, bool):
+        g.manual_seed(generator)
+    else:
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None; got {generator!r}."
+        )
+    return g
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum`` or a TypeError / ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    return value
+
+
+def check_prior(prior: object, dim: int) -> Prior:
+    """``prior`` if it is a :class:`~bnn_mcmc.bnn.Prior` usable on ``dim`` weights."""
+    if not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a bnn_mcmc.bnn.Prior, got {type(prior).__name__}.")
+    if prior.dim is not None and prior.dim != dim:
+        raise ValueError(
+            f"the prior is defined on {prior.dim} weights but the posterior on {dim}; build "
+            "it for this network (e.g. LayerwiseGaussianPrior.from_net(net))."
+        )
+    return prior
+
+
+class VariationalPosterior(nn.Module):
+    """Base class: a trainable distribution over flat weight vectors of length :attr:`dim`.
+
+    Subclasses implement :meth:`rsample` and :meth:`kl_term`; :meth:`variational_parameters`
+    are the parameters the ELBO optimiser updates (auxiliary networks such as an AVB
+    discriminator are not among them).
+    """
+
+    dim: int
+
+    def rsample(self, n: int, generator: torch.Generator) -> Tensor:
+        """``(n, dim)`` reparameterised draws, differentiable in the variational parameters."""
+        raise NotImplementedError
+
+    def kl_term(self, w: Tensor, prior: Prior, generator: torch.Generator) -> KLTerm:
+        """KL term of the negative ELBO from the reparameterised draws ``w`` (``rsample``)."""
+        raise NotImplementedError
+
+    def variational_parameters(self) -> list[nn.Parameter]:
+        """The parameters :math:`\\phi` trained by the ELBO."""
+        return list(self.parameters())
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
+        """``n`` detached weight draws, shape ``(n, dim)`` -- the container of MCMC draws.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        generator : torch.Generator or int, optional
+            Randomness (an int is a seed); ``None`` seeds a fresh generator from the OS.
+        """
+        check_count("n", n)
+        return self.rsample(n, make_generator(generator)).detach()
+
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+        z = torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device)
+        return z.to(like.device)

@@ -1,0 +1,108 @@
+r"""Implicit variational posterior: base noise through a hypernetwork.
+
+.. math:: z \sim \mathcal N(0, \sigma_z^2 I_n), \qquad w = h_\phi(z) \in \mathbb R^P,
+
+where :math:`h_\phi` is any hypernetwork of :mod:`bnn_mcmc.hnets` with an unconditional
+input of size :math:`n` and flattened output of size :math:`P` -- typically an
+:class:`~bnn_mcmc.hnets.HMLP`, wrapped in an :class:`~bnn_mcmc.hnets.HPerturbWrapper`
+(:math:`w = h(z_{1:n}) + \sigma\,z'`) so that :math:`q` has a density on all of
+:math:`\mathbb R^P`.  A batch of draws is one batched pass through the hypernetwork.
+
+The density of :math:`q` is unknown, so its KL term comes from an estimator:
+:class:`~bnn_mcmc.variational.SSGE` (score of :math:`q` by spectral Stein estimation) or
+:class:`~bnn_mcmc.variational.AVB` (log density ratio by a discriminator).
+
+References
+----------
+Krueger, D. et al. (2017). Bayesian hypernetworks. arXiv:1710.04759.
+Henning, C. et al. (2018). Approximating the predictive distribution via adversarially-
+trained hypernetworks. *NeurIPS Bayesian Deep Learning workshop*.
+Shi, J., Sun, S. and Zhu, J. (2018). A spectral approach to gradient estimation for
+implicit distributions. *ICML*.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..bnn.priors import Prior
+from .avb import AVB
+from .base import KLTerm, VariationalPosterior, check_count, check_prior
+from .ssge import SSGE
+
+
+class ImplicitPosterior(VariationalPosterior):
+    """:math:`w = h_\\phi(z)` with Gaussian base noise :math:`z`.
+
+    Parameters
+    ----------
+    hnet : nn.Module
+        A hypernetwork with ``uncond_in_size`` (the noise size :math:`n`, a positive int),
+        ``cond_in_size == 0``, ``num_outputs`` (:math:`P`) and
+        ``forward(uncond_input=z, ret_format='flattened')`` returning ``(B, P)``.
+    estimator : SSGE or AVB
+        How the KL term is estimated.  An :class:`AVB` estimator must be built for
+        ``dim = hnet.num_outputs``.
+    noise_std : float
+        :math:`\\sigma_z`.
+
+    Attributes
+    ----------
+    dim : int
+        :math:`P`.
+    noise_dim : int
+        :math:`n`.
+    """
+
+    def __init__(self, hnet: nn.Module, estimator: SSGE | AVB, noise_std: float = 1.0):
+        super().__init__()
+        if not isinstance(hnet, nn.Module):
+            raise TypeError(f"hnet must be a hypernetwork module, got {type(hnet).__name__}.")
+        noise_dim = getattr(hnet, "uncond_in_size", None)
+        if isinstance(noise_dim, bool) or not isinstance(noise_dim, int) or noise_dim < 1:
+            raise ValueError(
+                f"hnet must take base noise as its unconditional input; its uncond_in_size is "
+                f"{noise_dim!r}. Build it with uncond_in_size=n (e.g. HMLP(shapes, "
+                "uncond_in_size=n, cond_in_size=0))."
+            )
+        if getattr(hnet, "cond_in_size", 0) != 0:
+            raise ValueError(
+                f"hnet has cond_in_size={hnet.cond_in_size}; an implicit posterior takes only "
+                "noise, so build the hypernetwork with cond_in_size=0."
+            )
+        if not isinstance(estimator, (SSGE, AVB)):
+            raise TypeError(
+                f"estimator must be an SSGE or AVB instance, got {type(estimator).__name__}."
+            )
+        self.dim = check_count("hnet.num_outputs", int(hnet.num_outputs))
+        if isinstance(estimator, AVB) and estimator.dim != self.dim:
+            raise ValueError(
+                f"the AVB estimator is built for dim={estimator.dim} but the hypernetwork "
+                f"outputs {self.dim} weights; use AVB(dim={self.dim})."
+            )
+        if not float(noise_std) > 0:
+            raise ValueError(f"noise_std must be positive, got {noise_std!r}.")
+        self.hnet = hnet
+        self.noise_dim = noise_dim
+        self.noise_std = float(noise_std)
+        # AVB is not an nn.Module, so its discriminator is not among this module's
+        # parameters: it is trained by the estimator's own optimiser
+        self.estimator = estimator
+
+    def rsample(self, n: int, generator: torch.Generator) -> Tensor:
+        check_count("n", n)
+        like = next(self.hnet.parameters())
+        z = self.noise_std * self._noise((n, self.noise_dim), generator, like)
+        w = self.hnet(uncond_input=z, ret_format="flattened")
+        if w.shape != (n, self.dim):
+            raise ValueError(
+                f"hnet returned shape {tuple(w.shape)} for {n} noise draws; expected "
+                f"({n}, {self.dim}) with ret_format='flattened'."
+            )
+        return w
+
+    def kl_term(self, w: Tensor, prior: Prior, generator: torch.Generator) -> KLTerm:
+        """The estimator's KL term for the draws ``w`` (see :class:`SSGE`, :class:`AVB`)."""
+        check_prior(prior, self.dim)
+        return self.estimator.kl_term(w, prior, generator)
