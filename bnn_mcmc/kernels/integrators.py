@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .metrics import Metric, make_metric
@@ -62,15 +63,15 @@ def integrate(
     carried in ``state``.
     """
     w, p, g = state.position, state.momentum, state.grad
-    p = p - (0.5 * step_size) * g
+    p = torch.add(p, g, alpha=-0.5 * step_size)
     for i in range(num_steps):
-        w = w + step_size * metric.velocity(p)
+        w = torch.add(w, metric.velocity(p), alpha=step_size)
         value = potential.value_and_grad(w)
         if not value.finite:
             return IntegratorState(w, p, math.inf, None)
         g = value.grad
         kick = step_size if i < num_steps - 1 else 0.5 * step_size
-        p = p - kick * g
+        p = torch.add(p, g, alpha=-kick)
     return IntegratorState(w, p, value.potential, g)
 
 

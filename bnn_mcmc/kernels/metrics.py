@@ -74,7 +74,7 @@ class ScalarMetric(Metric):
         return z * self._sqrt_mass
 
     def velocity(self, momentum):
-        return momentum * self._c
+        return momentum if self._c == 1.0 else momentum * self._c
 
     @property
     def inv_mass(self):

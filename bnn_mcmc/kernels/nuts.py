@@ -71,11 +71,39 @@ class Subtree:
     diverging: bool
 
 
-def _turning(momentum_sum: Tensor, velocity_a: Tensor, velocity_b: Tensor) -> bool:
-    """Generalised U-turn: ``True`` when the trajectory stops moving apart."""
-    return bool(torch.dot(momentum_sum, velocity_a) <= 0) or bool(
-        torch.dot(momentum_sum, velocity_b) <= 0
+#: Rows combine stored momentum sums into the three sums a merge checks (see
+#: :func:`_merge_turning`): inside a subtree from ``(sum at n, sum before s,
+#: sum before mid, p_mid, p_{mid-1})``; at the top from ``(tree sum, subtree sum,
+#: first p of the subtree, p at the edge)``.
+_SUBTREE_COMBINATION = ((1, -1, 0, 0, 0), (0, -1, 1, 1, 0), (1, 0, -1, 0, 1))
+_TOP_COMBINATION = ((1, 1, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1))
+_COMBINATION_CACHE: dict = {}
+
+
+def _combination(rows: tuple, like: Tensor) -> Tensor:
+    key = (rows, like.dtype, like.device)
+    if key not in _COMBINATION_CACHE:
+        _COMBINATION_CACHE[key] = torch.tensor(rows, dtype=like.dtype, device=like.device)
+    return _COMBINATION_CACHE[key]
+
+
+def _merge_turning(rows: tuple, sums: list[Tensor], velocities: list[Tensor]) -> tuple:
+    r"""Generalised U-turn criteria of a merge of two trees A (earlier) and B (later).
+
+    ``velocities`` are ``(v at A's outer end, v at B's outer end, v at B's inner end,
+    v at A's inner end)``.  The merged tree (momentum sum :math:`\rho`) turns when
+    :math:`\rho \cdot v_{A,out} \le 0` or :math:`\rho \cdot v_{B,out} \le 0`;
+    Stan's extra checks apply the same test to A extended by B's inner state and to
+    B extended by A's inner state.  All six dot products come from one matrix
+    product.  Returns ``(turning, rho)``.
+    """
+    rhos = _combination(rows, sums[0]) @ torch.stack(sums)
+    d = (rhos @ torch.stack(velocities).T).tolist()
+    turning = (
+        d[0][0] <= 0 or d[0][1] <= 0 or d[1][0] <= 0 or d[1][2] <= 0 or d[2][3] <= 0
+        or d[2][1] <= 0
     )
+    return turning, rhos[0]
 
 
 def _log_add(a: float, b: float) -> float:
@@ -138,14 +166,12 @@ def _build_subtree(
             if (n + 1) % (1 << k):
                 break
             # subtree [s, n] of size 2**k with halves [s, mid) and [mid, n]
-            rho = momentum_sum - start_sum[k]
-            left_plus = (start_sum[k - 1] - start_sum[k]) + start_p[k - 1]
-            right_plus = (momentum_sum - start_sum[k - 1]) + before_p[k - 1]
-            if (
-                _turning(rho, start_v[k], velocity)
-                or _turning(left_plus, start_v[k], start_v[k - 1])
-                or _turning(right_plus, before_v[k - 1], velocity)
-            ):
+            turning, _ = _merge_turning(
+                _SUBTREE_COMBINATION,
+                [momentum_sum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
+                [start_v[k], velocity, start_v[k - 1], before_v[k - 1]],
+            )
+            if turning:
                 return Subtree(
                     None, None, None, None, log_weight, sum_accept, n + 1, False, False
                 )
@@ -208,13 +234,11 @@ def nuts_step(
         if math.log(uniform(generator)) < sub.log_weight - log_weight:
             sample = sub.proposal
         log_weight = _log_add(log_weight, sub.log_weight)
-        total = momentum_sum + sub.momentum_sum
-        turned = (
-            _turning(total, far.velocity, sub.last.velocity)
-            or _turning(momentum_sum + sub.first.state.momentum, far.velocity, sub.first.velocity)
-            or _turning(sub.momentum_sum + edge.state.momentum, edge.velocity, sub.last.velocity)
+        turned, momentum_sum = _merge_turning(
+            _TOP_COMBINATION,
+            [momentum_sum, sub.momentum_sum, sub.first.state.momentum, edge.state.momentum],
+            [far.velocity, sub.last.velocity, sub.first.velocity, edge.velocity],
         )
-        momentum_sum = total
         if forward:
             right = sub.last
         else:

@@ -73,16 +73,21 @@ class Potential:
         self.num_grad_evals += 1
         w = position.detach().requires_grad_(True)
         try:
-            with torch.enable_grad():
+            if torch.is_grad_enabled():
                 u = self.func(w)
-                if not bool(torch.isfinite(u)):
-                    return PotentialValue(position, math.inf, None)
-                (grad,) = torch.autograd.grad(u, w)
+            else:
+                with torch.enable_grad():
+                    u = self.func(w)
+            value = float(u.detach())
+            if not math.isfinite(value):
+                return PotentialValue(position, math.inf, None)
+            (grad,) = torch.autograd.grad(u, w)
         except NUMERICAL_ERRORS:
             return PotentialValue(position, math.inf, None)
-        if not bool(torch.isfinite(grad).all()):
-            return PotentialValue(position, math.inf, None)
-        return PotentialValue(position, float(u.detach()), grad)
+        # A non-finite gradient with a finite U is not checked here (that would cost a
+        # reduction per step): it makes the next momentum, hence the energy, non-finite,
+        # which the kernels already treat as a divergence.
+        return PotentialValue(position, value, grad)
 
     def value(self, position: Tensor) -> float:
         """Return :math:`U(w)` without a gradient; failures give ``inf``."""
