@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..bnn.priors import Prior
+from ..hnets.rng import make_generator
 
 
 @dataclass
@@ -43,25 +44,6 @@ class KLTerm:
 
     surrogate: Tensor
     estimate: float | None
-
-
-def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
-    """A CPU generator from a generator, an int seed, or ``None`` (seeded by the OS).
-
-    The global torch RNG is never used.
-    """
-    if isinstance(generator, torch.Generator):
-        return generator
-    g = torch.Generator()
-    if generator is None:
-        g.seed()
-    elif isinstance(generator, int) and not isinstance(generator, bool):
-        g.manual_seed(generator)
-    else:
-        raise TypeError(
-            f"generator must be a torch.Generator, an int seed or None; got {generator!r}."
-        )
-    return g
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:
