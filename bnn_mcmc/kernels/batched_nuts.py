@@ -185,6 +185,13 @@ def _build_subtrees(
     sum_accept = [0.0] * num_chains
     num_leaves = [0] * num_chains
     diverging = [False] * num_chains
+    # one block of uniforms per live chain and subtree, as the single-chain kernel draws them
+    uniforms = [
+        torch.rand(2**depth, generator=g, dtype=torch.float64, device=g.device).tolist()
+        if a
+        else None
+        for g, a in zip(generators, alive)
+    ]
     for n in range(2**depth):
         if not any(alive):
             break
@@ -206,7 +213,7 @@ def _build_subtrees(
                 continue
             sum_accept[c] += 1.0 if delta <= 0 else math.exp(-delta)
             new_log_weight = _log_add(log_weight[c], -delta)
-            if math.log(uniform(generators[c])) < -delta - new_log_weight:
+            if math.log(uniforms[c][n]) < -delta - new_log_weight:
                 take[c] = True
                 proposal_kinetic[c] = kinetic[c]
             log_weight[c] = new_log_weight

@@ -134,17 +134,31 @@ def _build_subtree(
     before_p: list = [None] * levels
     before_v: list = [None] * levels
     momentum_sum = torch.zeros_like(edge.state.momentum)
-    prev_p, prev_v = edge.state.momentum, edge.velocity
+    prev_p, prev_v, prev_kinetic = edge.state.momentum, edge.velocity, edge.kinetic
     current = edge.state
     first = proposal = None
     log_weight, sum_accept = -math.inf, 0.0
     num_leaves = 2**depth
+    # the uniforms of the multinomial choices inside this subtree, drawn in one block
+    uniforms = torch.rand(
+        num_leaves, generator=generator, dtype=torch.float64, device=generator.device
+    ).tolist()
     for n in range(num_leaves):
         current = integrate(current, step_size, 1, metric, potential)
         if not current.finite:
             return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, True)
-        velocity = metric.velocity(current.momentum)
-        kinetic = float(0.5 * torch.dot(current.momentum, velocity))
+        p = current.momentum
+        velocity = metric.velocity(p)
+        if n % 2:
+            # closes a two-leaf subtree [n-1, n] with rho = p_{n-1} + p_n; since M^{-1} is
+            # symmetric, p_{n-1}.v_n = p_n.v_{n-1}, so one product gives the kinetic energy
+            # and both U-turn dot products (Stan's extra checks coincide at this size).
+            pv, cross = (torch.stack((p, prev_p)) @ velocity).tolist()
+            kinetic = 0.5 * pv
+            pair_turning = cross + pv <= 0 or 2.0 * prev_kinetic + cross <= 0
+        else:
+            kinetic = 0.5 * float(torch.dot(p, velocity))
+            pair_turning = False
         delta = (current.potential - potential0) + (kinetic - kinetic0)
         if not delta <= max_delta_energy:  # also catches NaN
             return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, True)
@@ -153,16 +167,17 @@ def _build_subtree(
             first = leaf
         sum_accept += 1.0 if delta <= 0 else math.exp(-delta)
         new_log_weight = _log_add(log_weight, -delta)
-        if math.log(uniform(generator)) < -delta - new_log_weight:
+        if math.log(uniforms[n]) < -delta - new_log_weight:
             proposal = leaf
         log_weight = new_log_weight
-        p = current.momentum
         for k in range(levels):
             if n % (1 << k) == 0:
                 start_p[k], start_v[k], start_sum[k] = p, velocity, momentum_sum
                 before_p[k], before_v[k] = prev_p, prev_v
         momentum_sum = momentum_sum + p
-        for k in range(1, levels):
+        if pair_turning:
+            return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, False)
+        for k in range(2, levels):
             if (n + 1) % (1 << k):
                 break
             # subtree [s, n] of size 2**k with halves [s, mid) and [mid, n]
@@ -175,7 +190,7 @@ def _build_subtree(
                 return Subtree(
                     None, None, None, None, log_weight, sum_accept, n + 1, False, False
                 )
-        prev_p, prev_v = p, velocity
+        prev_p, prev_v, prev_kinetic = p, velocity, kinetic
     return Subtree(
         first, leaf, proposal, momentum_sum, log_weight, sum_accept, num_leaves, True, False
     )
