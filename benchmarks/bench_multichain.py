@@ -13,6 +13,7 @@ import time
 import arviz as az
 import torch
 
+from bnn_mcmc.bnn import MLP, GaussianLikelihood, GaussianPrior, nn_pot_energy
 from bnn_mcmc.multichain import MultiChainHMC
 
 SIZES = [(1, 50), (50,), (50, 50), (50,), (50, 1), (1,)]
@@ -35,14 +36,29 @@ def potential(w: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((f - Y) ** 2).sum() / 0.01 + 0.5 * (w**2).sum()
 
 
-def run(chain_type: str, backend: str, chains: int, draws: int) -> tuple[float, float]:
+#: the same posterior through nn_pot_energy: its U also takes a (chains, dim) batch natively
+NET = MLP(1, 1, (50, 50), torch.nn.Tanh())
+BRIDGE = nn_pot_energy(
+    NET, X, Y.unsqueeze(-1), likelihood=GaussianLikelihood(1 / 0.1**2), prior=GaussianPrior(1.0)
+)
+
+#: rows: (label, backend, potential)
+SETUPS = (
+    ("sequential", "sequential", BRIDGE),
+    ("joblib (2 workers)", "joblib", BRIDGE),
+    ("vectorized (vmap of a 1-D potential)", "vectorized", potential),
+    ("vectorized (batched nn_pot_energy)", "vectorized", BRIDGE),
+)
+
+
+def run(chain_type: str, backend: str, func, chains: int, draws: int) -> tuple[float, float]:
     starts = 0.1 * torch.randn(chains, DIM, generator=torch.Generator().manual_seed(1))
     kw = (
         {"num_steps": 10, "stepsize": 2e-3}
         if chain_type == "hmc"
         else {"max_tree_depth": 6, "stepsize": 2e-3}
     )
-    m = MultiChainHMC(starts, potential, chain_type, seed=0, backend=backend, **kw)
+    m = MultiChainHMC(starts, func, chain_type, seed=0, backend=backend, **kw)
     num_parallel = 2 if backend == "joblib" else 1
     t = time.perf_counter()
     m.simulate_chains(draws, num_parallel=num_parallel)
@@ -62,11 +78,11 @@ def main() -> None:
     for chain_type in ("hmc", "nuts"):
         for chains in (4, 8):
             base = None
-            for backend in ("sequential", "joblib", "vectorized"):
-                rate, ess_rate = run(chain_type, backend, chains, args.draws)
+            for label, backend, func in SETUPS:
+                rate, ess_rate = run(chain_type, backend, func, chains, args.draws)
                 base = base or rate
                 print(
-                    f"| {chain_type} | {chains} | {backend} | {rate:.1f} | {ess_rate:.2f} | "
+                    f"| {chain_type} | {chains} | {label} | {rate:.1f} | {ess_rate:.2f} | "
                     f"{rate / base:.2f}x |",
                     flush=True,
                 )

@@ -13,8 +13,9 @@ The potential is written once in torch (ours, Pyro and hypnettorch call the same
 function) and once in JAX (NumPyro).  Pyro and NumPyro NUTS get ``potential_fn`` with
 their own warmup (step size and diagonal mass matrix); hypnettorch has no adaptation, so
 its samplers get the step size and diagonal inverse mass that *our* warmup found and
-start from our first posterior draw (oracle tuning, in their favour), and draw a quarter
-as many states (their NUTS has no tree-depth cap and is slow).  The other NUTS
+start from our first posterior draw (oracle tuning, in their favour; compare them on the
+"ESS(f)/s sampling" column); their NUTS draws a tenth as many states (it has no tree-depth
+cap: thousands of gradients per transition on the BNNs).  The other NUTS
 trees are capped at the same depth for all.
 
 Reported per run: warmup and sampling wall time (NumPyro: compilation measured
@@ -379,12 +380,16 @@ def metrics(p: Problem, r: Result) -> dict:
         u = np.stack([[float(p.u_torch(x)) for x in chain] for chain in w])
         preds = p.pred_torch(w.reshape(-1, p.dim)).reshape(*draws.shape[:2], -1).double().numpy()
     ess_u = float(az.ess(az.convert_to_dataset({"u": u}))["u"])
-    ess_f = float(np.min(az.ess(az.convert_to_dataset({"f": preds}))["f"].values))
+    f_set = az.convert_to_dataset({"f": preds})
+    ess_f = float(np.min(az.ess(f_set)["f"].values))
+    rhat_f = float(np.max(az.rhat(f_set)["f"].values)) if draws.shape[0] > 1 else float("nan")
     total = r.warmup_s + r.sample_s
     out = {
         "ess_u": ess_u,
         "ess_f": ess_f,
         "total_s": total,
+        "rhat_f": rhat_f,
+        "ess_f_per_sample_s": ess_f / max(r.sample_s, 1e-9),
         "us_per_grad": 1e6 * total / max(r.grads, 1),
         "ess_u_per_s": ess_u / total,
         "ess_f_per_s": ess_f / total,
@@ -400,17 +405,18 @@ def metrics(p: Problem, r: Result) -> dict:
 def table(rows) -> str:
     head = (
         "| problem | sampler | chains | mode | warmup s | sampling s | compile s | grads "
-        "| µs/grad | ESS(U) | ESS(f) | ESS(f)/s | ESS(U)/s | ESS(f)/1k grads "
-        "| mean err/σ | sd err/σ |"
+        "| µs/grad | R-hat(f) | ESS(U) | ESS(f) | ESS(f)/s | ESS(U)/s | ESS(f)/s sampling "
+        "| ESS(f)/1k grads | mean err/σ | sd err/σ |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 18]
     for r, m in rows:
         comp = f"{r.compile_s:.1f}" if r.compile_s is not None else ""
         lines.append(
             f"| {r.problem} | {r.sampler} | {r.chains} | {r.mode} | {r.warmup_s:.1f} | "
             f"{r.sample_s:.1f} | {comp} | {r.grads} | {m['us_per_grad']:.0f} | "
-            f"{m['ess_u']:.0f} | {m['ess_f']:.0f} | {m['ess_f_per_s']:.2f} | "
-            f"{m['ess_u_per_s']:.2f} | {1000 * m['ess_f_per_grad']:.2f} | "
+            f"{m['rhat_f']:.2f} | {m['ess_u']:.0f} | {m['ess_f']:.0f} | {m['ess_f_per_s']:.2f} | "
+            f"{m['ess_u_per_s']:.2f} | {m['ess_f_per_sample_s']:.2f} | "
+            f"{1000 * m['ess_f_per_grad']:.2f} | "
             f"{m.get('mean_err', float('nan')):.2f} | {m.get('sd_err', float('nan')):.2f} |"
         )
     return "\n".join(lines)
@@ -468,8 +474,8 @@ def main() -> None:
             runs.append(run_numpyro(p, 1, warm, dr))
             runs.append(run_numpyro(p, 4, warm, dr))
         if "hypnettorch" not in skip:
-            for kind in ("hmc", "nuts"):
-                runs.append(run_hypnettorch(p, kind, tuned[kind], max(dr // 4, 10)))
+            runs.append(run_hypnettorch(p, "hmc", tuned["hmc"], dr))
+            runs.append(run_hypnettorch(p, "nuts", tuned["nuts"], max(dr // 10, 10)))
         for r in runs:
             m = metrics(p, r)
             rows.append((r, m))

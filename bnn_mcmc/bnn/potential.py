@@ -129,7 +129,8 @@ def nn_pot_energy(
     callable
         ``U(w)`` for ``w`` of shape ``(dim,)`` (returns a scalar) or ``(B, dim)`` (returns
         ``(B,)``), where ``dim`` = number of network weights + ``likelihood.num_extra_params``.
-        It carries the attributes ``dim``, ``likelihood`` and ``function``.
+        It carries the attributes ``dim``, ``likelihood``, ``function`` and
+        ``accepts_batches`` (the vectorised multi-chain backend then skips ``vmap``).
     """
     f = as_function(net, chunk_size)
     lik = resolve_likelihood(likelihood, nll_type, tau_pred)
@@ -177,6 +178,7 @@ def nn_pot_energy(
         return nll - log_p
 
     potential.dim = dim
+    potential.accepts_batches = True  # U(W) for W of shape (B, dim) returns (B,)
     potential.likelihood = lik
     potential.function = f
     return potential

@@ -60,7 +60,13 @@ class BatchedPotential:
         self.num_evals = 0
 
     def value_and_grad(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Potentials ``(C,)`` as float64 and gradients ``(C, dim)`` (zero where failed)."""
+        """Potentials ``(C,)`` as float64 and gradients ``(C, dim)``.
+
+        A chain whose potential or gradient is not finite is not masked here (that
+        would cost several batched operations per step): its non-finite values make
+        its next momentum, hence its energy error, non-finite, and the kernels treat
+        that as a divergence of that chain alone.
+        """
         self.num_evals += 1
         w = positions.detach().requires_grad_(True)
         try:
@@ -75,9 +81,7 @@ class BatchedPotential:
         except NUMERICAL_ERRORS:
             inf = torch.full(positions.shape[:1], math.inf, dtype=torch.float64)
             return inf.to(positions.device), torch.zeros_like(positions)
-        u = u.detach().to(torch.float64)
-        ok = torch.isfinite(u) & torch.isfinite(grad).all(-1)
-        return torch.where(ok, u, math.inf), torch.where(ok[:, None], grad, 0.0)
+        return u.detach().to(torch.float64), grad
 
 
 def stack_metrics(metrics: Sequence[Metric]) -> Metric:
@@ -117,7 +121,8 @@ def batched_leapfrog(
 ) -> tuple[BatchedState, Tensor, Tensor]:
     """``num_steps`` leapfrog steps of per-chain size ``step`` (shape ``(C, 1)``) in lockstep.
 
-    A chain whose potential fails stops moving (its potential stays ``inf``).
+    A chain whose potential fails gets potential ``inf`` at the end; its gradient
+    count stops at the failure, as in the single-chain integrator.
 
     Returns
     -------
@@ -127,20 +132,14 @@ def batched_leapfrog(
     w, p, g = state.position, momentum, state.grad
     alive = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
     evals = torch.zeros(w.shape[0], dtype=torch.int64, device=w.device)
-    u = state.potential
-    p = p - (0.5 * step) * g
+    p = torch.addcmul(p, step, g, value=-0.5)
     for i in range(num_steps):
-        w_new = w + step * metric.velocity(p)
-        u_new, g_new = potential.value_and_grad(w_new)
+        w = torch.addcmul(w, step, metric.velocity(p))
+        u, g = potential.value_and_grad(w)
         evals += alive
-        alive = alive & torch.isfinite(u_new)
-        kick = step if i < num_steps - 1 else 0.5 * step
-        keep = alive[:, None]
-        w = torch.where(keep, w_new, w)
-        g = torch.where(keep, g_new, g)
-        p = torch.where(keep, p - kick * g_new, p)
-        u = torch.where(alive, u_new, math.inf)
-    return BatchedState(w, u, g), p, evals
+        alive &= torch.isfinite(u)
+        p = torch.addcmul(p, step, g, value=-1.0 if i < num_steps - 1 else -0.5)
+    return BatchedState(w, torch.where(alive, u, math.inf), g), p, evals
 
 
 def batched_hmc_step(

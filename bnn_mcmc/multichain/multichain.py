@@ -314,7 +314,10 @@ class MultiChainHMC:
                     "the vectorized backend with a list of potentials needs "
                     "batched_pot_energy_func (U(W) -> (chains,))."
                 )
-            func = vmap_potential(self.chains[indices[0]]._potential.func)
+            single = self.chains[indices[0]]._potential.func
+            # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
+            # through the network's batched forward) is faster than vmap over the 1-D one
+            func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
         try:
             run_vectorized([self.chains[i] for i in indices], func)
         except (ValueError, RuntimeError, TypeError) as err:

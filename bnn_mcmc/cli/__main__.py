@@ -1,0 +1,7 @@
+"""``python -m bnn_mcmc.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
