@@ -184,7 +184,7 @@ def test_bad_arguments_raise():
 
 
 def test_feeds_main_network_batch():
-    mlp_mod = pytest.importorskip("bnn_mcmc.bnn.mlp")
+    import bnn_mcmc.bnn.mlp as mlp_mod
     mlp = mlp_mod.MLP(n_in=2, n_out=1, hidden_layers=(8,), no_weights=True)
     hnet = HMLP(mlp.param_shapes, uncond_in_size=3, cond_in_size=0, layers=(16,), generator=8)
     z = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))

@@ -117,7 +117,7 @@ def test_hyperfan_overrides_and_errors():
 
 
 def test_hyperfan_uses_mnet_meta():
-    mlp_mod = pytest.importorskip("bnn_mcmc.bnn.mlp")
+    import bnn_mcmc.bnn.mlp as mlp_mod
     mlp = mlp_mod.MLP(n_in=3, n_out=2, hidden_layers=(5,), use_bias=False, no_weights=True)
     meta = infer_meta(mlp.param_shapes, mlp)
     assert [m["name"] for m in meta] == ["weight", "weight"]

@@ -150,7 +150,7 @@ def test_thinning():
 
 
 def test_dask_local_cluster():
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1) as cluster:
         with distributed.Client(cluster) as client:
             m = MultiChainHMC(starts(2, 2), gauss, "nuts", seed=4, backend="dask", client=client)

@@ -6,10 +6,9 @@ so the test never rewrites them.  Equivalent: ``BNN_MCMC_FAST=1 pytest --nbmake 
 
 from pathlib import Path
 
+import nbclient  # noqa: E402
+import nbformat  # noqa: E402
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
 
