@@ -92,3 +92,22 @@ def test_summary_text_and_dict(run):
     text = str(rep)
     assert "R-hat" in text and "E-BFMI" in text and "divergences" in text
     assert 0 <= d["tree_depth_saturation"] <= 1
+
+
+def test_plain_draws_of_a_variational_posterior():
+    from bnn_mcmc import MeanFieldGaussian, to_inference_data
+
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    dim = sum(p.numel() for p in net.parameters())
+    q = MeanFieldGaussian(dim)
+    idata = to_inference_data(q.sample(40, generator=torch.Generator().manual_seed(0)), net=net)
+    assert set(idata.groups()) == {"posterior"}
+    assert idata.posterior["0_weight"].shape == (1, 40, 3, 2)
+    chains = torch.randn(2, 30, dim, generator=torch.Generator().manual_seed(1))
+    idata = to_inference_data(chains)
+    assert idata.posterior["w"].shape == (2, 30, dim)
+    assert float(az.rhat(idata)["w"].max()) < 1.2
+    with pytest.raises(ValueError, match="include_warmup"):
+        to_inference_data(chains, include_warmup=True)
+    with pytest.raises(ValueError, match="shape"):
+        to_inference_data(torch.zeros(3))

@@ -121,7 +121,10 @@ def to_inference_data(
     Parameters
     ----------
     sampler
-        A single-chain sampler or a ``MultiChainHMC`` (chains of equal length).
+        A single-chain sampler, a ``MultiChainHMC`` (chains of equal length), or
+        draws as a tensor/array ``(draws, dim)`` or ``(chains, draws, dim)`` — e.g.
+        ``q.sample(n)`` of a variational posterior, which then has no
+        ``sample_stats`` group (and ``include_warmup`` must be ``False``).
     net
         Split the posterior by the network's parameter names and shapes
         (``nn.Module.named_parameters()`` or ``param_shapes``).
@@ -142,12 +145,26 @@ def to_inference_data(
 
     import bnn_mcmc
 
-    chains = chains_of(sampler)
-    draws = _stack([c.samples().numpy() for c in chains], "draws")
-    stats = {k: _stack([c.stats[k].numpy() for c in chains], "statistics") for k in chains[0].stats}
+    if isinstance(sampler, (torch.Tensor, np.ndarray)):
+        draws = np.asarray(sampler.detach().cpu() if isinstance(sampler, torch.Tensor) else sampler)
+        if draws.ndim not in (2, 3):
+            raise ValueError(
+                "draws must have shape (draws, dim) or (chains, draws, dim); got "
+                f"{draws.shape}."
+            )
+        if include_warmup:
+            raise ValueError("include_warmup needs a sampler: plain draws have no warmup.")
+        draws, chains = (draws[None] if draws.ndim == 2 else draws), []
+    else:
+        chains = chains_of(sampler)
+        draws = _stack([c.samples().numpy() for c in chains], "draws")
     layout = parameter_layout(net, draws.shape[-1]) if net is not None else None
     posterior = _split(draws, layout) if layout else {var_name: draws}
-    groups: dict = {"posterior": posterior, "sample_stats": stats}
+    groups: dict = {"posterior": posterior}
+    if chains:
+        groups["sample_stats"] = {
+            k: _stack([c.stats[k].numpy() for c in chains], "statistics") for k in chains[0].stats
+        }
     if include_warmup:
         warm = _stack([c.warmup_trajectory.numpy() for c in chains], "warmup draws")
         groups["warmup_posterior"] = _split(warm, layout) if layout else {var_name: warm}
