@@ -198,10 +198,19 @@ def rebuild_sampler(state: dict, pot_energy_func: Callable, device=None, **kwarg
     """A sampler of the snapshot's class on ``device`` (default: the snapshot's), restored.
 
     ``kwargs`` are constructor arguments that are not data (``logger``,
-    ``writer``, ``writer_tag``, ``progress``).
+    ``writer``, ``writer_tag``, ``progress``).  ``device`` must be of the
+    snapshot's device type (another CUDA index is fine): generator states
+    are device-specific.
     """
     cls = sampler_classes()[state["class"]]
     device = torch.device(device if device is not None else state["device"])
+    saved = torch.device(state["device"]).type
+    if device.type != saved:
+        raise ValueError(
+            f"the chain was checkpointed on a {saved} device and cannot continue on {device}: "
+            "generator states are device-specific; resume it on a "
+            f"{saved} device for the same draws."
+        )
     position = state["position"].to(device)
     generator = torch.Generator(device=device)
     sampler = cls(position, pot_energy_func, generator=generator, **state["init"], **kwargs)

@@ -153,6 +153,12 @@ def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join(names[t] for t in types)
 
 
+def _a_type(types: tuple[type, ...]) -> str:
+    """``_type_name`` with its indefinite article ("an integer", "a number")."""
+    name = _type_name(types)
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
 def _check_value(where: str, key: Key, value: Any) -> Any:
     # bool is a subclass of int: refuse it where a number is expected.
     if isinstance(value, bool) and bool not in key.types:
@@ -161,7 +167,7 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
         ok = isinstance(value, key.types)
     if not ok:
         raise ConfigError(
-            f"{where}: expected a {_type_name(key.types)}, got {type(value).__name__} {value!r}."
+            f"{where}: expected {_a_type(key.types)}, got {type(value).__name__} {value!r}."
         )
     if key.choices is not None and value not in key.choices:
         allowed = ", ".join(repr(c) for c in key.choices)
@@ -178,7 +184,7 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
 def _check_list(where: str, value: list, item_types: tuple[type, ...], positive: bool) -> None:
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, item_types):
-            raise ConfigError(f"{where}[{i}]: expected a {_type_name(item_types)}, got {item!r}.")
+            raise ConfigError(f"{where}[{i}]: expected {_a_type(item_types)}, got {item!r}.")
         if positive and item <= 0:
             raise ConfigError(f"{where}[{i}]: layer widths must be positive, got {item!r}.")
 

@@ -201,6 +201,8 @@ def test_mlp_errors():
         mlp(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="device"):
         mlp(torch.zeros(4, 2, device="meta"))
+    with pytest.raises(TypeError, match="dtype"):
+        mlp(torch.zeros(4, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="positive ints"):
         MLP(2, 1, hidden_layers=(0,))
     with pytest.raises(ValueError, match="param_shapes is required"):

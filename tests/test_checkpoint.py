@@ -88,6 +88,8 @@ def test_single_chain_resume_and_memory_bound(tmp_path):
     assert torch.equal(resumed.samples(), ref.samples())
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert {"position", "potential", "grad", "generator", "metric", "step_size"} <= set(state)
+    with pytest.raises(ValueError, match="device-specific"):
+        Sampler.resume(tmp_path / "b", gauss, device="meta")
 
 
 def test_output_dir_is_not_overwritten(tmp_path):

@@ -232,3 +232,10 @@ def test_demo_config_is_valid_and_matches_its_help(tmp_path):
     assert cfg.sampler["type"] == "nuts" and cfg.run["chains"] == 4
     assert cfg.data["name"] == "regression_gap" and cfg.network["hidden"] == [20, 20]
     assert cfg.sampler["warmup"] > 0 and cfg.run["tensorboard"]
+
+
+def test_demo_refuses_a_folder_holding_a_run(tmp_path, capsys):
+    (tmp_path / "chains").mkdir()
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--out" in err and "--resume" not in err

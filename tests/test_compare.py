@@ -25,7 +25,7 @@ from bnn_mcmc.variational import (
     fit_variational,
 )
 
-from .test_variational_problem import make_problem
+from .variational_problem import make_problem
 
 
 @pytest.fixture(scope="module")

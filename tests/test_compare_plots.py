@@ -14,7 +14,7 @@ from bnn_mcmc.diagnostics.plots import (
     plot_weight_pairs,
 )
 
-from .test_variational_problem import make_problem
+from .variational_problem import make_problem
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,5 @@ def test_metric_rejects_bad_input():
         DiagonalFactor(torch.tensor([0]), torch.tensor([-1.0]))
     with pytest.raises(ValueError, match="invertible"):
         KroneckerFactor(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 2), torch.ones(1, 1))
+    with pytest.raises(TypeError, match="dtype"):
+        _metric().velocity(torch.zeros(11, dtype=torch.float32))

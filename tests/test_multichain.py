@@ -1,11 +1,13 @@
 """MultiChainHMC: backends agree, chain selection, potentials per chain, failures, devices."""
 
 import logging
+import os
 
 import pytest
 import torch
 
 from bnn_mcmc.multichain import ChainError, MultiChainHMC, PotentialFactory, chain_seeds
+from bnn_mcmc.multichain.executors import worker_logger
 
 
 def gauss(w):
@@ -34,6 +36,19 @@ class Flaky:
         self.calls += 1
         if self.calls > self.limit:
             raise RuntimeError("data loader died")
+        return gauss(w)
+
+
+class Crash:
+    """A potential that kills its (worker) process after ``limit`` evaluations."""
+
+    def __init__(self, limit):
+        self.limit, self.calls = limit, 0
+
+    def __call__(self, w):
+        self.calls += 1
+        if self.calls > self.limit:
+            os._exit(3)
         return gauss(w)
 
 
@@ -115,6 +130,28 @@ def test_failing_chain_is_named_and_others_keep_draws(backend):
     assert m.chains[1].num_states < 50
 
 
+def test_crashed_worker_is_named_and_finished_chains_keep_draws():
+    m = MultiChainHMC(starts(2, 2), [gauss, Crash(30)], "hmc", seed=0, backend="joblib")
+    with pytest.raises(ChainError, match="chain 1") as info:
+        m.simulate_chains(100, num_parallel=2)
+    assert "crashed" in info.value.errors[1] and m.chains[1].num_states == 0
+    for i, chain in enumerate(m.chains):  # a chain either failed or kept all its draws
+        assert i in info.value.errors or chain.num_states == 100
+
+
+def test_worker_logger_and_progress_labels(capsys):
+    lg = logging.getLogger("bnn_mcmc.tests.unconfigured")
+    lg.propagate = False  # as in a fresh worker: no handlers anywhere (pytest's are on root)
+    assert worker_logger(lg, 3) is lg and lg.hasHandlers() and lg.level == logging.INFO
+    assert "chain 3" in lg.handlers[0].formatter._fmt
+    m = MultiChainHMC(starts(2, 2), gauss, "hmc", seed=0, writer_tag="run/", progress=True)
+    m.simulate_chains(3)
+    err = capsys.readouterr().err
+    assert "chain0/sampling" in err and "chain1/sampling" in err
+    with pytest.raises(TypeError, match="int or a list"):
+        m.simulate_chains(1, num_chains=1.0)
+
+
 def test_factory_devices_round_robin_and_writer_logger(tmp_path, caplog):
     built = []
 
@@ -151,7 +188,11 @@ def test_thinning():
 
 def test_dask_local_cluster():
     import distributed
-    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1) as cluster:
+
+    # worker processes, so chain states and potentials really travel (pickled) to and fro
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster) as client:
             m = MultiChainHMC(starts(2, 2), gauss, "nuts", seed=4, backend="dask", client=client)
             m.simulate_chains(20, num_parallel=2)

@@ -32,7 +32,7 @@ from bnn_mcmc.variational import (
     predictive_nll,
 )
 
-from .test_variational_problem import make_problem
+from .variational_problem import make_problem
 
 
 @pytest.fixture(scope="module")

@@ -318,6 +318,11 @@ class MLP(nn.Module):
                 f"inputs are on device {x.device} but the weights on {tensors[0].device}; "
                 f"move them with x.to({str(tensors[0].device)!r})."
             )
+        if x.is_floating_point() and x.dtype != tensors[0].dtype:
+            raise TypeError(
+                f"inputs have dtype {x.dtype} but the weights {tensors[0].dtype}; cast one of "
+                f"them, e.g. x.to({tensors[0].dtype})."
+            )
         if x.shape[-1] != self.n_in:
             raise ValueError(
                 f"inputs must have {self.n_in} features in the last dimension, got shape "

@@ -69,8 +69,16 @@ def _sample(cfg, resume: bool) -> int:
 
 def cmd_demo(args) -> int:
     """Run :data:`DEMO_CONFIG` into ``args.out``."""
+    from .engine import CHAIN_DIR
+
+    out = Path(args.out).resolve()
+    if (out / CHAIN_DIR).exists():
+        raise ValueError(
+            f"{out} already holds a run; choose another folder with --out (the demo does not "
+            "resume: `bnn-mcmc diagnose` shows a finished one)."
+        )
     raw = {k: dict(v) for k, v in DEMO_CONFIG.items()}
-    raw["run"]["output_dir"] = str(Path(args.out).resolve())
+    raw["run"]["output_dir"] = str(out)
     return _sample(from_dict(raw, Path.cwd()), resume=False)
 
 

@@ -87,7 +87,10 @@ class RunSummary:
         lines.append(
             f"divergences after warmup: {self.divergences} ({100 * self.divergence_fraction:.1f} %)"
         )
-        lines.append("E-BFMI per chain: " + ", ".join(f"{e:.2f}" for e in self.ebfmi))
+        lines.append(
+            "E-BFMI per chain: "
+            + (", ".join(f"{e:.2f}" for e in self.ebfmi) or "n/a (no energy statistic)")
+        )
         if self.tree_depth_saturation is not None:
             lines.append(f"tree depth saturation: {100 * self.tree_depth_saturation:.1f} %")
         lines.append("acceptance per chain: " + ", ".join(f"{a:.2f}" for a in self.acceptance))

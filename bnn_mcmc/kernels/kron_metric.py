@@ -215,6 +215,10 @@ class KroneckerMetric(Metric):
             raise ValueError("factors: blocks must cover disjoint coordinates.")
 
     def velocity(self, momentum: Tensor) -> Tensor:
+        if momentum.dtype != self.dtype:
+            raise TypeError(f"momentum has dtype {momentum.dtype} but the metric {self.dtype}; "
+                            "build the metric in the position's dtype (e.g. train FishLeg on "
+                            "net.double() for a float64 position).")
         out = momentum * self._base
         for f in self.factors:
             idx = f.flat_index

@@ -12,6 +12,7 @@ their draws and a failed chain is named.
 
 from __future__ import annotations
 
+import logging
 import os
 import traceback
 from collections.abc import Sequence
@@ -48,6 +49,24 @@ class ChainTask:
     options: dict = field(default_factory=dict)
     writer_dir: str | None = None
     threads: int | None = None
+    remote: bool = False
+
+
+def worker_logger(logger: logging.Logger, index: int) -> logging.Logger:
+    """The chain's logger in a worker process.
+
+    A :class:`logging.Logger` travels by name only: its handlers and level
+    stay in the parent.  A logger with no handlers in the worker gets a
+    console handler naming the chain (and level INFO when it has none), so
+    its messages are not silently dropped.
+    """
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"%(asctime)s chain {index}: %(message)s"))
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+    return logger
 
 
 def run_chain_task(task: ChainTask) -> tuple[int, dict, str | None]:
@@ -58,6 +77,9 @@ def run_chain_task(task: ChainTask) -> tuple[int, dict, str | None]:
     writer = None
     options = dict(task.options)
     position = options.pop("progress_position", None)
+    label = options.pop("progress_label", None)
+    if task.remote and options.get("logger") is not None:
+        options["logger"] = worker_logger(options["logger"], task.index)
     if task.writer_dir is not None:
         from tensorboardX import SummaryWriter
 
@@ -68,7 +90,7 @@ def run_chain_task(task: ChainTask) -> tuple[int, dict, str | None]:
         )
     except Exception:
         return task.index, task.state, traceback.format_exc()
-    sampler.progress_position = position
+    sampler.progress_position, sampler.progress_label = position, label
     error = None
     try:
         sampler.continue_run()
@@ -101,7 +123,7 @@ def run_tasks(
 
     threads = threads_per_worker(num_parallel)
     for t in tasks:
-        t.threads = threads
+        t.threads, t.remote = threads, True
     config = {"backend": "loky"} if backend == "joblib" else {"backend": "dask", "client": client}
     results, crash = [], None
     try:

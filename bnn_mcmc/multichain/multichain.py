@@ -91,7 +91,15 @@ class MultiChainHMC:
         ``writer/chain_{i}`` so the chains overlay in one plot).
     logger
         A logger (given to chain 0 only) or a list of loggers, one per chain
-        (``None`` entries get a console logger naming the chain).
+        (``None`` entries get a console logger naming the chain).  Worker
+        processes (``'joblib'``, ``'dask'``) get each logger by name, without
+        the parent's handlers; one without handlers there logs to the worker's
+        console, naming the chain.
+    progress
+        One tqdm bar per chain, labelled ``chain{i}/`` on line ``i``
+        (``tqdm.auto``: a widget in notebooks for in-process backends; bars of
+        worker processes are drawn on the workers' stderr, i.e. the terminal
+        and not a notebook cell).
     output_dir, checkpoint_every, thin, chunk_size
         Per chain, see :meth:`bnn_mcmc.samplers.Sampler.configure_output`;
         chain ``i`` writes to ``output_dir/chain_{i:02d}``.
@@ -152,7 +160,7 @@ class MultiChainHMC:
                 logger=loggers[i],
                 **sampler_kwargs,
             )
-            chain.progress_position = i
+            chain.progress_position, chain.progress_label = i, f"chain{i}/"
             self.chains.append(chain)
         if self.output_dir is not None:
             if (self.output_dir / META_NAME).exists():
@@ -238,6 +246,10 @@ class MultiChainHMC:
                 raise ValueError(f"num_chains must be -1 or in [1, {total}]; got {num_chains}.")
             order = sorted(range(total), key=lambda i: (self.chains[i].num_states, i))
             return sorted(order[:num_chains])
+        if isinstance(num_chains, str) or not hasattr(num_chains, "__iter__"):
+            raise TypeError(
+                f"num_chains must be an int or a list of chain indices; got {num_chains!r}."
+            )
         indices = list(num_chains)
         if len(set(indices)) != len(indices) or not all(
             isinstance(i, int) and 0 <= i < total for i in indices
@@ -278,6 +290,7 @@ class MultiChainHMC:
                 "writer_tag": chain.writer_tag,
                 "progress": chain.progress,
                 "progress_position": chain.progress_position,
+                "progress_label": chain.progress_label,
             }
             writer_dir = None
             if backend == "sequential":
@@ -416,7 +429,7 @@ class MultiChainHMC:
                 writer_tag=f"chain{i}/",
                 progress=progress,
             )
-            chain.progress_position = i
+            chain.progress_position, chain.progress_label = i, f"chain{i}/"
             self.chains.append(chain)
         self._run(list(range(n)), None, num_parallel)
         return self

@@ -137,11 +137,20 @@ class FishLeg(torch.optim.Optimizer):
 
     Examples
     --------
-    >>> lik = GaussianLikelihood(tau_pred=100.0)
-    >>> opt = FishLeg(net, None, None, [(x, y)], likelihood=lik,
-    ...               generator=torch.Generator().manual_seed(0), update_aux_every=-1)
-    >>> for _ in range(100):
+    >>> import torch
+    >>> from torch import nn
+    >>> from bnn_mcmc import FishLeg, GaussianLikelihood
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(32, 3, generator=g)
+    >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    >>> net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    >>> lik = GaussianLikelihood(tau_pred=1.0)
+    >>> opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=g)
+    >>> start = float(lik.nll(net(x), y).detach())
+    >>> for _ in range(50):
     ...     opt.zero_grad(); lik.nll(net(x), y).backward(); opt.step()
+    >>> float(lik.nll(net(x), y).detach()) < 0.7 * start
+    True
     """
 
     def __init__(
@@ -220,6 +229,11 @@ class FishLeg(torch.optim.Optimizer):
             block = make_qblock(module, full, self._block_scale(module, self.scale))
             if block is not None:
                 self.blocks[name] = block
+        if not self.blocks:
+            raise ValueError("FishLeg found no Linear, Conv2d, BatchNorm2d or LayerNorm module "
+                             "with trainable parameters to precondition (check module_names / "
+                             "skip_names); networks without such modules, e.g. "
+                             "bnn_mcmc.bnn.MLP, need another optimiser such as Adam.")
         if self.extra is not None:
             self.blocks["likelihood"] = DiagonalQ([self.extra], self.scale)
         covered = {id(p) for b in self.blocks.values() for p in b.params}
@@ -253,6 +267,9 @@ class FishLeg(torch.optim.Optimizer):
         if draw is not None or nll is not None:
             raise ValueError("draw, nll: pass None when likelihood= is given (they are built "
                              "from it).")
+        if not (hasattr(likelihood, "nll") and hasattr(likelihood, "draw")):
+            raise TypeError(f"likelihood: expected a likelihood object with nll and draw (e.g. "
+                            f"bnn_mcmc.bnn.GaussianLikelihood), got {type(likelihood).__name__}.")
         if not isinstance(generator, torch.Generator):
             raise TypeError("generator: a torch.Generator is required with likelihood= (to "
                             "draw targets from the model).")

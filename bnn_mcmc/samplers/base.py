@@ -146,6 +146,8 @@ class Sampler:
     chunk_size: int = 256
     #: Line of the tqdm bar (one per chain when several run at once).
     progress_position: int | None = None
+    #: Label of the tqdm bar (default: ``writer_tag``); ``MultiChainHMC`` names the chain.
+    progress_label: str | None = None
     _pending_sampling = 0
     _since_checkpoint = 0
 
@@ -322,7 +324,7 @@ class Sampler:
 
         return tqdm(
             total=total,
-            desc=f"{self.writer_tag}{desc}",
+            desc=f"{self.writer_tag if self.progress_label is None else self.progress_label}{desc}",
             leave=False,
             position=self.progress_position,
         )
