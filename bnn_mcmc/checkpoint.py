@@ -29,7 +29,8 @@ from .kernels.potential import PotentialValue
 CHECKPOINT_NAME = "checkpoint.pt"
 
 #: Constructor arguments a sampler keeps as attributes of the same name.
-INIT_ATTRIBUTES = ("num_steps", "jitter", "max_tree_depth", "delta_max", "log_interval")
+INIT_ATTRIBUTES = ("num_steps", "jitter", "max_tree_depth", "delta_max", "log_interval",
+                   "compile_potential")
 
 
 def metric_state(metric: Metric) -> dict:

@@ -50,6 +50,13 @@ class Potential:
     ----------
     func
         ``U(w) -> scalar tensor`` for a 1-D position ``w``.
+    compile
+        Evaluate :math:`U` and :math:`\nabla U` through
+        ``torch.compile(torch.func.grad_and_value(func))``: one fused kernel per
+        evaluation instead of an eager forward and backward pass (about 3× cheaper
+        on small networks on a CPU), paid for by a compilation of several seconds
+        at the first evaluation in each process.  Python control flow on tensor
+        values still gives correct values (graph breaks and guards) but less speed.
 
     Attributes
     ----------
@@ -59,7 +66,7 @@ class Potential:
         Number of evaluations of :math:`U` alone (Metropolis–Hastings).
     """
 
-    def __init__(self, func: Callable[[Tensor], Tensor]):
+    def __init__(self, func: Callable[[Tensor], Tensor], compile: bool = False):
         if not callable(func):
             raise TypeError(
                 f"pot_energy_func must be callable (w -> scalar tensor); got {type(func).__name__}."
@@ -67,10 +74,16 @@ class Potential:
         self.func = func
         self.num_grad_evals = 0
         self.num_evals = 0
+        self._compiled = None
+        if compile:
+            fused = torch.func.grad_and_value(lambda w: func(w).reshape(()))
+            self._compiled = torch.compile(fused, dynamic=False)
 
     def value_and_grad(self, position: Tensor) -> PotentialValue:
         """Return :math:`U(w)` and :math:`\\nabla U(w)`; failures give ``U = inf``."""
         self.num_grad_evals += 1
+        if self._compiled is not None:
+            return self._compiled_value_and_grad(position)
         w = position.detach().requires_grad_(True)
         try:
             if torch.is_grad_enabled():
@@ -87,6 +100,16 @@ class Potential:
         # A non-finite gradient with a finite U is not checked here (that would cost a
         # reduction per step): it makes the next momentum, hence the energy, non-finite,
         # which the kernels already treat as a divergence.
+        return PotentialValue(position, value, grad)
+
+    def _compiled_value_and_grad(self, position: Tensor) -> PotentialValue:
+        try:
+            grad, u = self._compiled(position.detach())
+            value = float(u)
+        except NUMERICAL_ERRORS:
+            return PotentialValue(position, math.inf, None)
+        if not math.isfinite(value):
+            return PotentialValue(position, math.inf, None)
         return PotentialValue(position, value, grad)
 
     def value(self, position: Tensor) -> float:
@@ -143,6 +166,8 @@ class Potential:
                 "pot_energy_func does not depend on the position it receives; use the "
                 "position argument inside the potential."
             )
+        if self._compiled is not None:
+            grad = self._first_compiled_grad(position, float(u.detach()), grad)
         if not bool(torch.isfinite(grad).all()):
             raise ValueError(
                 "the gradient of pot_energy_func is not finite at the initial position; "
@@ -150,3 +175,23 @@ class Potential:
             )
         self.num_grad_evals += 1
         return PotentialValue(position, float(u.detach()), grad)
+
+    def _first_compiled_grad(self, position: Tensor, eager_u: float, eager_grad: Tensor):
+        """Compile now (not mid-chain), and check the fused evaluation against eager autograd."""
+        try:
+            grad, u = self._compiled(position.detach())
+        except Exception as err:  # torch.compile raises many error types
+            raise ValueError(
+                "compile_potential=True: torch.compile could not trace pot_energy_func "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "remove Python control flow on tensor values or use compile_potential=False."
+            ) from err
+        scale = max(1.0, abs(eager_u))
+        if abs(float(u) - eager_u) > 1e-4 * scale or not torch.allclose(
+            grad, eager_grad, rtol=1e-3, atol=1e-4 * float(eager_grad.abs().max().clamp(min=1))
+        ):
+            raise ValueError(
+                "compile_potential=True: the compiled potential disagrees with eager autograd "
+                "at the initial position; use compile_potential=False."
+            )
+        return grad

@@ -165,9 +165,11 @@ class Sampler:
         generator: torch.Generator | None,
         progress: bool,
         jitter: float = 0.0,
+        compile_potential: bool = False,
     ):
         position = check_position(initial_position)
-        self._potential = Potential(pot_energy_func)
+        self.compile_potential = bool(compile_potential)
+        self._potential = Potential(pot_energy_func, compile=self.compile_potential)
         self._state: PotentialValue = self._potential.check_initial(position, self.uses_gradient)
         self.dim = position.shape[0]
         self.metric = make_metric(inv_mass, self.dim, position.dtype, position.device)

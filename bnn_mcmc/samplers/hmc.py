@@ -57,6 +57,11 @@ class HMC(Sampler):
         Show a tqdm progress bar.
     delta_max
         Energy error above which a transition counts as divergent.
+    compile_potential
+        Evaluate :math:`U` and :math:`\nabla U` as one ``torch.compile``-d
+        ``torch.func.grad_and_value`` (see :class:`~bnn_mcmc.kernels.potential.Potential`):
+        about 3× cheaper gradients on small networks, after a few seconds of
+        compilation; checked against eager autograd at the start.
 
     Examples
     --------
@@ -96,6 +101,7 @@ class HMC(Sampler):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        compile_potential: bool = False,
         delta_max: float = 1000.0,
     ):
         self.num_steps = check_count("num_steps", num_steps, 1)
@@ -113,6 +119,7 @@ class HMC(Sampler):
             generator,
             progress,
             jitter,
+            compile_potential,
         )
 
     def _kernel(self, step_size):

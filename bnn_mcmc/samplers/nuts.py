@@ -58,6 +58,7 @@ class NUTS(Sampler):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        compile_potential: bool = False,
     ):
         self.max_tree_depth = check_count("max_tree_depth", max_tree_depth, 1)
         self.delta_max = check_positive("delta_max", delta_max)
@@ -73,6 +74,7 @@ class NUTS(Sampler):
             seed,
             generator,
             progress,
+            compile_potential=compile_potential,
         )
 
     def _kernel(self, step_size):
