@@ -40,6 +40,7 @@ from ..checkpoint import (
     sampler_state_dict,
     save_checkpoint,
 )
+from ..checks import check_count, check_positive
 from ..kernels.hmc import uniform
 from ..kernels.integrators import IntegratorState, integrate
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
@@ -91,24 +92,6 @@ def make_generator(
     g = torch.Generator(device=device)
     g.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
     return g
-
-
-def check_positive(name: str, value: float) -> float:
-    """``value`` as a float, or a ValueError when it is not positive and finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a positive number; got {type(value).__name__}.")
-    if not (0 < value < math.inf):
-        raise ValueError(f"{name} must be positive and finite; got {value}.")
-    return float(value)
-
-
-def check_count(name: str, value: int, minimum: int = 0) -> int:
-    """``value`` as an int, or an error when it is not an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
-    return int(value)
 
 
 @dataclass

@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 
 from ..adaptation import adaptation_windows
+from ..checks import check_positive
 from ..kernels.metrics import DiagMetric
 from ..kernels.mh import mh_step
-from .base import Sampler, check_positive
+from .base import Sampler
 
 
 class MetropolisHastings(Sampler):

@@ -8,9 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..checks import check_count, check_positive
 from ..kernels.metrics import Metric
 from ..kernels.nuts import nuts_step
-from .base import Sampler, check_count, check_positive
+from .base import Sampler
 
 
 class NUTS(Sampler):

@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..bnn.priors import Prior
-from .base import KLTerm, check_count, make_generator
+from ..checks import check_count
+from .base import KLTerm, make_generator
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -98,13 +99,13 @@ class AVB:
         adaptive_contrast: bool = True,
         generator: torch.Generator | int | None = None,
     ) -> None:
-        self.dim = check_count("dim", dim)
+        self.dim = check_count("dim", dim, 1)
         hidden = tuple(hidden_layers)
         for h in hidden:
-            check_count("hidden_layers entries", h)
+            check_count("hidden_layers entries", h, 1)
         if not float(lr) > 0:
             raise ValueError(f"lr must be positive, got {lr!r}.")
-        self.disc_steps = check_count("disc_steps", disc_steps)
+        self.disc_steps = check_count("disc_steps", disc_steps, 1)
         self.adaptive_contrast = bool(adaptive_contrast)
         self.discriminator = _discriminator(dim, hidden, make_generator(generator))
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=float(lr))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..bnn.priors import Prior
+from ..checks import check_count
 from ..hnets.rng import make_generator
 
 
@@ -44,15 +45,6 @@ class KLTerm:
 
     surrogate: Tensor
     estimate: float | None
-
-
-def check_count(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` or a TypeError / ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
-    return value
 
 
 def check_prior(prior: object, dim: int) -> Prior:
@@ -100,7 +92,7 @@ class VariationalPosterior(nn.Module):
         generator : torch.Generator or int, optional
             Randomness (an int is a seed); ``None`` seeds a fresh generator from the OS.
         """
-        check_count("n", n)
+        check_count("n", n, 1)
         return self.rsample(n, make_generator(generator)).detach()
 
     def _noise(self, shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:

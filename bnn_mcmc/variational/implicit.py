@@ -27,8 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ..bnn.priors import Prior
+from ..checks import check_count
 from .avb import AVB
-from .base import KLTerm, VariationalPosterior, check_count, check_prior
+from .base import KLTerm, VariationalPosterior, check_prior
 from .ssge import SSGE
 
 
@@ -75,7 +76,7 @@ class ImplicitPosterior(VariationalPosterior):
             raise TypeError(
                 f"estimator must be an SSGE or AVB instance, got {type(estimator).__name__}."
             )
-        self.dim = check_count("hnet.num_outputs", int(hnet.num_outputs))
+        self.dim = check_count("hnet.num_outputs", int(hnet.num_outputs), 1)
         if isinstance(estimator, AVB) and estimator.dim != self.dim:
             raise ValueError(
                 f"the AVB estimator is built for dim={estimator.dim} but the hypernetwork "
@@ -91,7 +92,7 @@ class ImplicitPosterior(VariationalPosterior):
         self.estimator = estimator
 
     def rsample(self, n: int, generator: torch.Generator) -> Tensor:
-        check_count("n", n)
+        check_count("n", n, 1)
         like = next(self.hnet.parameters())
         z = self.noise_std * self._noise((n, self.noise_dim), generator, like)
         w = self.hnet(uncond_input=z, ret_format="flattened")

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..bnn.priors import GaussianPrior, LayerwiseGaussianPrior, Prior
-from .base import KLTerm, VariationalPosterior, check_count, check_prior
+from ..checks import check_count
+from .base import KLTerm, VariationalPosterior, check_prior
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -73,7 +74,7 @@ class MeanFieldGaussian(VariationalPosterior):
 
     def __init__(self, dim: int, init_mean: Tensor | None = None, init_std: float = 0.05):
         super().__init__()
-        self.dim = check_count("dim", dim)
+        self.dim = check_count("dim", dim, 1)
         if not float(init_std) > 0:
             raise ValueError(f"init_std must be positive, got {init_std!r}.")
         if init_mean is None:
@@ -91,7 +92,7 @@ class MeanFieldGaussian(VariationalPosterior):
         return F.softplus(self.rho)
 
     def rsample(self, n: int, generator: torch.Generator) -> Tensor:
-        check_count("n", n)
+        check_count("n", n, 1)
         eps = self._noise((n, self.dim), generator, self.mean)
         return self.mean + self.std * eps
 

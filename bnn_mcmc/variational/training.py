@@ -38,7 +38,8 @@ from ..bnn.functional import FunctionalNet, MainNetFunction, as_function
 from ..bnn.likelihoods import Likelihood
 from ..bnn.predictive import pointwise_log_likelihood
 from ..bnn.priors import Prior
-from .base import VariationalPosterior, check_count, check_prior, make_generator
+from ..checks import check_count
+from .base import VariationalPosterior, check_prior, make_generator
 
 
 @dataclass
@@ -77,14 +78,14 @@ class TrainConfig:
     patience: int | None = None
 
     def __post_init__(self) -> None:
-        check_count("num_iters", self.num_iters)
+        check_count("num_iters", self.num_iters, 1)
         check_count("num_samples", self.num_samples, 2)
-        check_count("eval_every", self.eval_every)
-        check_count("val_num_samples", self.val_num_samples)
+        check_count("eval_every", self.eval_every, 1)
+        check_count("val_num_samples", self.val_num_samples, 1)
         if self.batch_size is not None:
-            check_count("batch_size", self.batch_size)
+            check_count("batch_size", self.batch_size, 1)
         if self.patience is not None:
-            check_count("patience", self.patience)
+            check_count("patience", self.patience, 1)
         if not float(self.lr) > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}.")
         if self.lr_final is not None and not float(self.lr_final) >= 0:
