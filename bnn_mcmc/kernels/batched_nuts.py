@@ -33,12 +33,26 @@ from torch import Tensor
 from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog, stack_metrics
 from .hmc import uniform
 from .metrics import Metric
-from .nuts import _log_add
+from .nuts import (
+    _SUBTREE_COMBINATION,
+    _TOP_COMBINATION,
+    _TURNING_PAIRS,
+    _combination,
+    _log_add,
+)
 
 
-def _turning(rho: Tensor, velocity_a: Tensor, velocity_b: Tensor) -> Tensor:
-    """Row-wise generalised U-turn criterion (see :func:`bnn_mcmc.kernels.nuts._turning`)."""
-    return ((rho * velocity_a).sum(-1) <= 0) | ((rho * velocity_b).sum(-1) <= 0)
+def _merge_turning_rows(
+    rows: tuple, sums: list[Tensor], velocities: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Per-chain form of :func:`bnn_mcmc.kernels.nuts._merge_turning` for ``(C, dim)`` rows.
+
+    Returns ``(turning, rho)`` with a boolean ``(C,)`` and the merged momentum sums ``(C, dim)``.
+    """
+    rhos = torch.einsum("ij,jcd->icd", _combination(rows, sums[0]), torch.stack(sums))
+    dots = torch.einsum("icd,jcd->cij", rhos, torch.stack(velocities))
+    turning = torch.stack([dots[:, i, j] <= 0 for i, j in _TURNING_PAIRS]).any(0)
+    return turning, rhos[0]
 
 
 def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -127,12 +141,12 @@ def batched_nuts_step(
         take_t = torch.tensor(take, device=device) & valid_t
         sample = sub["proposal"].where(take_t, sample)
         first, last, sub_sum = sub["first"], sub["last"], sub["momentum_sum"]
-        total = momentum_sum + sub_sum
-        turned = (
-            _turning(total, far.v, last.v)
-            | _turning(momentum_sum + first.p, far.v, first.v)
-            | _turning(sub_sum + edge.p, edge.v, last.v)
-        ).tolist()
+        turned_t, total = _merge_turning_rows(
+            _TOP_COMBINATION,
+            [momentum_sum, sub_sum, first.p, edge.p],
+            [far.v, last.v, first.v, edge.v],
+        )
+        turned = turned_t.tolist()
         momentum_sum = _where(valid_t, total, momentum_sum)
         right = last.where(valid_t & forward, right)
         left = last.where(valid_t & ~forward, left)
@@ -231,14 +245,11 @@ def _build_subtrees(
         for k in range(1, levels):
             if (n + 1) % (1 << k):
                 break
-            rho = msum - start_sum[k]
-            left_plus = (start_sum[k - 1] - start_sum[k]) + start_p[k - 1]
-            right_plus = (msum - start_sum[k - 1]) + before_p[k - 1]
-            turned |= (
-                _turning(rho, start_v[k], v)
-                | _turning(left_plus, start_v[k], start_v[k - 1])
-                | _turning(right_plus, before_v[k - 1], v)
-            )
+            turned |= _merge_turning_rows(
+                _SUBTREE_COMBINATION,
+                [msum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
+                [start_v[k], v, start_v[k - 1], before_v[k - 1]],
+            )[0]
         for c, t in enumerate(turned.tolist()):
             if t and alive[c]:
                 alive[c] = False

@@ -77,6 +77,8 @@ class Subtree:
 #: first p of the subtree, p at the edge)``.
 _SUBTREE_COMBINATION = ((1, -1, 0, 0, 0), (0, -1, 1, 1, 0), (1, 0, -1, 0, 1))
 _TOP_COMBINATION = ((1, 1, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1))
+#: (row of the combined sums, velocity) pairs whose dot product must stay positive
+_TURNING_PAIRS = ((0, 0), (0, 1), (1, 0), (1, 2), (2, 3), (2, 1))
 _COMBINATION_CACHE: dict = {}
 
 
@@ -99,11 +101,7 @@ def _merge_turning(rows: tuple, sums: list[Tensor], velocities: list[Tensor]) ->
     """
     rhos = _combination(rows, sums[0]) @ torch.stack(sums)
     d = (rhos @ torch.stack(velocities).T).tolist()
-    turning = (
-        d[0][0] <= 0 or d[0][1] <= 0 or d[1][0] <= 0 or d[1][2] <= 0 or d[2][3] <= 0
-        or d[2][1] <= 0
-    )
-    return turning, rhos[0]
+    return any(d[i][j] <= 0 for i, j in _TURNING_PAIRS), rhos[0]
 
 
 def _log_add(a: float, b: float) -> float:
