@@ -71,7 +71,8 @@ def test_welford_needs_two_draws():
 
 def test_windows_match_stan():
     assert adaptation_windows(1000) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
-    assert adaptation_windows(500) == [(75, 100), (100, 150), (150, 450)]
+    # a window ending exactly at the terminal buffer is kept (Stan: `>`, not `>=`)
+    assert adaptation_windows(500) == [(75, 100), (100, 150), (150, 250), (250, 450)]
     assert adaptation_windows(200) == [(75, 100), (100, 150)]
     assert adaptation_windows(150) == [(75, 100)]
     # buffers that do not fit shrink to 15 % / 75 % / 10 %
