@@ -1,6 +1,6 @@
 """What a run leaves behind: InferenceData, a diagnostics summary and figures.
 
-Everything :func:`summarize` and the plots need is in the saved netCDF file, so
+Everything the run report (:func:`summarize`) and the plots need is in the saved netCDF file, so
 ``bnn-mcmc diagnose`` works on a finished run without the data or the code:
 
 * ``posterior`` — weights by parameter name; ``sample_stats`` and
@@ -23,12 +23,12 @@ import xarray as xr
 
 from ..bnn import evaluate_draws, pointwise_log_likelihood
 from ..diagnostics.inference_data import to_inference_data
+from ..diagnostics.report import run_report
 from .problem import Problem
 
 IDATA_FILE = "inference_data.nc"
 PREDICTIVE_PNG = "posterior_predictive.png"
 RANK_PNG = "trace_rank.png"
-RHAT_LIMIT = 1.01
 
 
 def prediction_grid(problem: Problem, num: int = 40) -> torch.Tensor:
@@ -79,82 +79,13 @@ def build_inference_data(mc, problem: Problem, generator_seed: int = 0):
     return idata
 
 
-def _fmt(v: float) -> str:
-    return "nan" if not np.isfinite(v) else f"{v:.3f}" if v < 10 else f"{v:.0f}"
-
-
 def summarize(idata) -> tuple[str, dict]:
-    """Diagnostics text and numbers: R-hat/ESS in weight and function space, divergences,
-    tree depth, E-BFMI, acceptance, with the fix to try for each problem found."""
-    import arviz as az
-
-    post, stats = idata.posterior, idata.sample_stats
-    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    rhat = az.rhat(post)
-    ess = az.ess(post, method="bulk")
-    w_rhat = max(float(rhat[v].max()) for v in rhat.data_vars)
-    w_ess = min(float(ess[v].min()) for v in ess.data_vars)
-    f = idata.predictions["f"]
-    f_rhat = float(az.rhat(f.to_dataset())["f"].max())
-    f_ess = float(az.ess(f.to_dataset(), method="bulk")["f"].min())
-    lp = stats["lp"].to_dataset()
-    lp_rhat, lp_ess = float(az.rhat(lp)["lp"]), float(az.ess(lp)["lp"])
-    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
-    sat = (
-        float(stats["reached_max_tree_depth"].mean()) if "reached_max_tree_depth" in stats else None
-    )
-    acc = stats["acceptance_rate"].mean("draw").values.tolist()
-    bfmi = az.bfmi(idata).tolist() if "energy" in stats else []
-    nums = {
-        "chains": n_chain,
-        "draws": n_draw,
-        "weight_max_rhat": w_rhat,
-        "weight_min_ess_bulk": w_ess,
-        "function_max_rhat": f_rhat,
-        "function_min_ess_bulk": f_ess,
-        "lp_rhat": lp_rhat,
-        "lp_ess_bulk": lp_ess,
-        "divergences": div,
-        "tree_depth_saturation": sat,
-        "acceptance": acc,
-        "ebfmi": bfmi,
-    }
-    lines = [
-        f"{n_chain} chains x {n_draw} draws",
-        f"{'':18}{'max R-hat':>10}{'min bulk ESS':>14}",
-        f"{'weight space':18}{_fmt(w_rhat):>10}{_fmt(w_ess):>14}",
-        f"{'function space':18}{_fmt(f_rhat):>10}{_fmt(f_ess):>14}",
-        f"{'log density (lp)':18}{_fmt(lp_rhat):>10}{_fmt(lp_ess):>14}",
-        f"divergences after warmup: {div} of {n_chain * n_draw}",
-        "acceptance per chain: " + ", ".join(f"{a:.2f}" for a in acc),
-    ]
-    if bfmi:
-        lines.append("E-BFMI per chain: " + ", ".join(f"{b:.2f}" for b in bfmi))
-    if sat is not None:
-        lines.append(f"transitions at max tree depth: {100 * sat:.1f} %")
-    if n_chain > 1 and f_rhat > RHAT_LIMIT:
-        lines.append(
-            f"WARNING: function-space R-hat {f_rhat:.3f} > {RHAT_LIMIT}: chains "
-            "disagree on predictions; sample longer or use more warmup."
-        )
-    if n_chain > 1 and w_rhat > RHAT_LIMIT:
-        lines.append(
-            "note: weight-space R-hat is large; weights of a BNN are identified "
-            "only up to permutations, trust the function-space numbers."
-        )
-    if div:
-        lines.append(
-            f"WARNING: {div} divergences: raise sampler.target_accept (e.g. 0.95) or "
-            "reparameterise (standardise the data, smaller prior scale)."
-        )
-    if sat:
-        lines.append(
-            "WARNING: trajectories hit max_tree_depth: raise sampler.max_tree_depth "
-            "or use a dense mass matrix (adapt_mass = 'dense')."
-        )
-    if any(b < 0.3 for b in bfmi):
-        lines.append("WARNING: E-BFMI < 0.3: the momentum refresh explores energy poorly.")
-    return "\n".join(lines), nums
+    """Text and numbers of the run report (:func:`bnn_mcmc.diagnostics.report.run_report`,
+    the report ``sampler.summary()`` prints): R-hat/ESS in weight and function space and of
+    ``lp``, divergences, tree depth, E-BFMI, acceptance, with the fix to try for each
+    problem found."""
+    report = run_report(idata)
+    return str(report), report.to_dict()
 
 
 def plot_predictive(idata, path: Path) -> None:
