@@ -9,13 +9,13 @@ from bnn_mcmc.bnn.likelihoods import GaussianLikelihood
 from bnn_mcmc.optim import FishLeg
 from bnn_mcmc.samplers import NUTS
 
+Z_BOUND = 4.0
 
-def test_nuts_with_fishleg_metric_targets_gaussian_posterior():
-    """Bayesian linear regression (N(0, 1) prior, tau = 4): the posterior is Gaussian with
-    precision P = tau Xt^T Xt + I.  A FishLeg Q (damping = prior precision, a few hundred
-    auxiliary steps, so only approximately P^-1) is the fixed metric; posterior means and
-    variances must match within 4 Monte Carlo standard errors (ESS-based)."""
+
+def fishleg_z(seed: int = 0) -> float:
+    """Largest |z| (in ESS-based standard errors) of the posterior means and variances."""
     torch.set_default_dtype(torch.float64)
+    z = []
     try:
         g = torch.Generator().manual_seed(0)
         X = torch.randn(30, 2, generator=g) @ torch.tensor([[2.0, 1.5], [0.0, 0.3]])
@@ -38,7 +38,7 @@ def test_nuts_with_fishleg_metric_targets_gaussian_posterior():
             r = y.squeeze(-1) - Xt @ w
             return 0.5 * tau * (r**2).sum() + 0.5 * (w**2).sum()
 
-        s = NUTS(torch.zeros(3), potential, inv_mass=opt, seed=0)
+        s = NUTS(torch.zeros(3), potential, inv_mass=opt, seed=seed)
         assert s.metric.dim == metric.dim == 3
         s.warmup(200, adapt_mass=None)
         s.simulate_chain(1500)
@@ -52,8 +52,18 @@ def test_nuts_with_fishleg_metric_targets_gaussian_posterior():
             tau_int = 1 + 2 * sum(a for a in acf if a > 0.05)
             ess = n / tau_int
             se_mean = math.sqrt(float(cov[j, j]) / ess)
-            assert abs(float(x.mean()) - float(mean[j])) < 4 * se_mean
+            z.append(abs(float(x.mean()) - float(mean[j])) / se_mean)
             se_var = float(cov[j, j]) * math.sqrt(2 / ess)
-            assert abs(float(x.var()) - float(cov[j, j])) < 4 * se_var
+            z.append(abs(float(x.var()) - float(cov[j, j])) / se_var)
     finally:
         torch.set_default_dtype(torch.float32)
+    return max(z)
+
+
+def test_nuts_with_fishleg_metric_targets_gaussian_posterior():
+    """Bayesian linear regression (N(0, 1) prior, tau = 4): the posterior is Gaussian with
+    precision P = tau Xt^T Xt + I.  A FishLeg Q (damping = prior precision, a few hundred
+    auxiliary steps, so only approximately P^-1) is the fixed metric; posterior means and
+    variances must match within 4 Monte Carlo standard errors (ESS-based)."""
+    z = fishleg_z()
+    assert z < Z_BOUND, f"a posterior mean or variance is {z:.2f} standard errors off"
