@@ -49,7 +49,8 @@ class StructuredHMLP(nn.Module, HyperNetInterface):
         ``list_of_chunks`` holds, for network 0's chunks, then network 1's, ..., a list
         of tensors of shapes ``s`` for ``s`` in ``chunk_shapes[i]``; it must return
         tensors of shapes ``target_shapes``.  A batch is assembled by
-        :func:`torch.func.vmap` over the samples (a plain loop where ``vmap`` fails).  ``None`` concatenates the chunks' tensors in order, which
+        :func:`torch.func.vmap` over the samples (a plain loop where ``vmap`` fails).
+        ``None`` concatenates the chunks' tensors in order, which
         requires that sequence of shapes to equal ``target_shapes``.
     cond_chunk_embs : bool
         Chunk embeddings per condition (conditional) instead of shared (unconditional).
