@@ -146,7 +146,7 @@ def test_structured_templates_and_assembly():
     def asm(chunks):
         ret = [*chunks[0], *chunks[1], *chunks[2]]
         for t, tensor in enumerate(chunks[3]):
-            ret.append(torch.cat([tensor, chunks[4][t]], dim=1))
+            ret.append(torch.cat([tensor, chunks[4][t]], dim=0))  # one sample at a time
         return ret
 
     shapes = [[3], [3], [10, 5], [10], [20, 5], [20]]

@@ -71,13 +71,13 @@ def test_batch_norm_standardises_hidden_layers():
     # in training mode a sample's output depends on the rest of the batch
     out_small = net(z[:8], ret_format="flattened")
     assert not torch.allclose(out_small, out[:8], atol=1e-4)
-    assert net.body.norms[0].num_batches_tracked.item() == 2
+    assert net.body.norms[0].get_stats(0)[0].abs().max() > 0.0  # running stats updated
     # in eval mode the running statistics are used: no batch dependence
     net.eval()
     torch.testing.assert_close(net(z[:8], ret_format="flattened"),
                                net(z, ret_format="flattened")[:8])
     handle.remove()
-    assert "body.norms.0.running_mean" in net.state_dict()
+    assert "body.norms.0.mean_0" in net.state_dict()
 
 
 def test_dropout_train_vs_eval():

@@ -142,6 +142,14 @@ class BatchNormLayer(nn.Module):
         self.register_buffer(f"var_{k}", torch.ones(self.num_features, device=device))
         self._num_stats += 1
 
+    def reset_running_stats(self) -> None:
+        """Reset every checkpoint of running statistics to mean 0, variance 1."""
+        with torch.no_grad():
+            for k in range(self.num_stats):
+                mean, var = self.get_stats(k)
+                mean.zero_()
+                var.fill_(1.0)
+
     def get_stats(self, stats_id: int | None = None) -> tuple[Tensor, Tensor]:
         """Running mean and variance of checkpoint ``stats_id`` (default: the latest)."""
         if stats_id is None:

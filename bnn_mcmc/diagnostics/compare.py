@@ -10,7 +10,8 @@ permutations).  For draws :math:`w_s`, :math:`s = 1..S`, and test points :math:`
   \mathrm{conf}(B_b)|` over equal-width confidence bins (Guo et al., 2017);
 * ``rmse`` (regression) -- of the predictive mean;
 * ``var_ratio_out_in`` -- mean epistemic variance of :math:`\mathbb E[y \mid f]` at test
-  inputs outside the bounding box of the training inputs divided by that inside (a
+  inputs far from the training inputs (in gaps or outside, see
+  :func:`~bnn_mcmc.diagnostics.regions.find_regions`) divided by that near them (a
   posterior that "knows what it does not know" has a ratio well above 1);
 * against the ``reference`` posterior: ``agreement`` of the predictive modes
   (classification) and the mean total variation ``tv`` between predictive distributions,
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from ..bnn.functional import FunctionalNet, MainNetFunction, as_function
 from ..bnn.likelihoods import BernoulliLikelihood, CategoricalLikelihood, Likelihood
 from ..bnn.predictive import evaluate_draws, pointwise_log_likelihood
+from .regions import find_regions
 
 CLASSIFICATION = (CategoricalLikelihood, BernoulliLikelihood)
 
@@ -292,12 +294,7 @@ def compare_posteriors(
             target = test_targets.reshape(mean.shape).to(mean.dtype)
             row["rmse"] = float((mean - target).square().sum(-1).mean().sqrt())
         if train_inputs is not None:
-            lo, hi = train_inputs.min(0).values, train_inputs.max(0).values
-            inside = (
-                ((test_inputs >= lo) & (test_inputs <= hi))
-                .reshape(test_inputs.shape[0], -1)
-                .all(-1)
-            )
+            inside = find_regions(train_inputs, test_inputs).near
             var = resp.var(0).sum(-1)
             ok = bool(inside.any()) and bool((~inside).any())
             row["var_ratio_out_in"] = (

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..bnn.batchnorm import BatchNormLayer
 from .rng import GeneratorDropout, seeded_global_rng
 
 
@@ -40,15 +41,19 @@ class FCBody(nn.Module):
     use_spectral_norm : bool
         Spectrally normalise every linear layer.
     use_batch_norm : bool
-        Batch-normalise every hidden pre-activation.
+        Batch-normalise every hidden pre-activation with a
+        :class:`~bnn_mcmc.bnn.BatchNormLayer` (learned scale and shift).
     generator : torch.Generator
         Source of randomness for initialisation and dropout.
+    num_bn_stats : int
+        Number of sets of running batch-norm statistics per layer (one per condition),
+        selected by ``stats_id`` in :meth:`forward`.
     """
 
     def __init__(self, in_size: int, out_size: int, layers: Sequence[int],
                  activation_fn: Callable | None, use_bias: bool, dropout_rate: float,
                  use_spectral_norm: bool, use_batch_norm: bool,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, num_bn_stats: int = 1) -> None:
         super().__init__()
         if in_size <= 0:
             raise ValueError("the hypernetwork input size must be positive")
@@ -69,7 +74,12 @@ class FCBody(nn.Module):
             if use_bias:
                 nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
             self.linears.append(lin)
-        self.norms = nn.ModuleList(nn.BatchNorm1d(n) for n in layers) if use_batch_norm else None
+        self.norms = None
+        if use_batch_norm:
+            self.norms = nn.ModuleList(BatchNormLayer(n) for n in layers)
+            for bn in self.norms:
+                for _ in range(num_bn_stats - 1):
+                    bn.checkpoint_stats()
         self.dropouts = (nn.ModuleList(GeneratorDropout(dropout_rate, generator) for _ in layers)
                          if dropout_rate != -1 else None)
         if use_spectral_norm:
@@ -83,7 +93,7 @@ class FCBody(nn.Module):
             if lin.bias is not None:
                 self.param_names.append(f"linears.{i}.bias")
             if self.norms is not None and i < len(self.norms):
-                self.param_names += [f"norms.{i}.weight", f"norms.{i}.bias"]
+                self.param_names += [f"norms.{i}.scale", f"norms.{i}.bias"]
         if sorted(self.param_names) != sorted(n for n, _ in self.named_parameters()):
             raise RuntimeError("FCBody parameter bookkeeping is inconsistent")
 
@@ -110,7 +120,12 @@ class FCBody(nn.Module):
         named = dict(self.named_parameters())
         return [named[n] for n in self.param_names]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_bn_stats(self) -> int:
+        """Sets of running batch-norm statistics per layer (0 without batch norm)."""
+        return 0 if self.norms is None else self.norms[0].num_stats if len(self.norms) else 0
+
+    def forward(self, x: torch.Tensor, stats_id: int | None = None) -> torch.Tensor:
         h = x
         last = len(self.linears) - 1
         for i, lin in enumerate(self.linears):
@@ -118,15 +133,31 @@ class FCBody(nn.Module):
             if i == last:
                 break
             if self.norms is not None:
-                h = self.norms[i](h)
+                h = self.norms[i](h, stats_id=stats_id)
             if self.activation_fn is not None:
                 h = self.activation_fn(h)
             if self.dropouts is not None:
                 h = self.dropouts[i](h)
         return h
 
-    def call_with(self, x: torch.Tensor, params: list[torch.Tensor] | None) -> torch.Tensor:
-        """Evaluate with ``params`` (in :attr:`param_names` order) or the held ones."""
+    def call_with(self, x: torch.Tensor, params: list[torch.Tensor] | None,
+                  stats_id: int | None = None) -> torch.Tensor:
+        """Evaluate with ``params`` (in :attr:`param_names` order) or the held ones;
+        ``stats_id`` selects the batch-norm statistics."""
         if params is None:
-            return self(x)
-        return torch.func.functional_call(self, dict(zip(self.param_names, params)), (x,))
+            return self(x, stats_id)
+        return torch.func.functional_call(self, dict(zip(self.param_names, params)),
+                                          (x, stats_id))
+
+    def param_meta(self) -> list[tuple[str, int]]:
+        """``(name, layer)`` of every entry of :attr:`param_names`: ``'weight'``,
+        ``'bias'``, ``'bn_scale'`` or ``'bn_shift'``."""
+        out = []
+        for n in self.param_names:
+            parts = n.split(".")
+            layer = int(parts[1])
+            if parts[0] == "norms":
+                out.append(("bn_scale" if parts[2] == "scale" else "bn_shift", layer))
+            else:
+                out.append(("bias" if parts[-1] == "bias" else "weight", layer))
+        return out

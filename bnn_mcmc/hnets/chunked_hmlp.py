@@ -53,6 +53,7 @@ no_cond_weights, num_cond_embs, dropout_rate, use_spectral_norm, use_batch_norm,
         uncond_in_size: int = 0,
         cond_in_size: int = 8,
         layers: Sequence[int] = (100, 100),
+        verbose: bool = True,
         activation_fn: Callable | None = nn.ReLU(),  # noqa: B008 - stateless module
         use_bias: bool = True,
         no_uncond_weights: bool = False,
@@ -85,7 +86,7 @@ no_cond_weights, num_cond_embs, dropout_rate, use_spectral_norm, use_batch_norm,
             cond_in_size=chunk_emb_size, layers=layers, activation_fn=activation_fn,
             use_bias=use_bias, no_uncond_weights=no_uncond_weights, no_cond_weights=True,
             num_cond_embs=0, dropout_rate=dropout_rate, use_spectral_norm=use_spectral_norm,
-            use_batch_norm=use_batch_norm, generator=self._generator)
+            use_batch_norm=use_batch_norm, generator=self._generator, verbose=False)
         ce_shape = [self._num_chunks, chunk_emb_size]
         has_conds = cond_in_size > 0 or cond_chunk_embs
         self._num_known_conds = num_cond_embs if has_conds else 0
@@ -111,6 +112,9 @@ no_cond_weights, num_cond_embs, dropout_rate, use_spectral_norm, use_batch_norm,
             if cond_chunk_embs:
                 self.cond_chunk_emb_list = nn.ParameterList(randn(ce_shape)
                                                             for _ in range(n_conds))
+        self._use_bias = use_bias
+        self._report(verbose, "ChunkedHMLP",
+                     f"{self._num_chunks} chunks of {chunk_size}, hidden layers {list(layers)}")
 
     @property
     def chunk_size(self) -> int:

@@ -33,6 +33,8 @@ class HMLP(nn.Module, HyperNetInterface):
         Size of the condition embeddings ``e``; 0 for none.
     layers : sequence of int
         Hidden widths; empty for a linear hypernetwork.
+    verbose : bool
+        Print a summary of the network (outputs, hidden layers, parameter counts).
     activation_fn : callable or None
         Hidden activation.
     use_bias : bool
@@ -63,6 +65,7 @@ class HMLP(nn.Module, HyperNetInterface):
         uncond_in_size: int = 0,
         cond_in_size: int = 8,
         layers: Sequence[int] = (100, 100),
+        verbose: bool = True,
         activation_fn: Callable | None = nn.ReLU(),  # noqa: B008 - stateless module
         use_bias: bool = True,
         no_uncond_weights: bool = False,
@@ -88,7 +91,8 @@ class HMLP(nn.Module, HyperNetInterface):
         self._no_uncond_weights = no_uncond_weights
         self.body = FCBody(cond_in_size + uncond_in_size, self.num_outputs, self._layers,
                            activation_fn, use_bias, dropout_rate, use_spectral_norm,
-                           use_batch_norm, self._generator)
+                           use_batch_norm, self._generator,
+                           num_bn_stats=max(1, num_cond_embs if cond_in_size > 0 else 1))
         self._uncond_shapes = [list(p.shape) for p in self.body.held_params()]
         if no_uncond_weights:
             self.body.release_params()
@@ -101,6 +105,12 @@ class HMLP(nn.Module, HyperNetInterface):
                 nn.Parameter(torch.randn(cond_in_size, generator=self._generator))
                 for _ in range(n_conds)
             )
+        self._use_bias = use_bias
+        self._report(verbose, "HMLP", f"hidden layers {self._layers}"
+                     + (", batch norm" if use_batch_norm else ""))
+
+    def _meta_names(self) -> tuple[list, list]:
+        return self.body.param_meta(), [("embedding", -1) for _ in self._cond_shapes]
 
     @property
     def unconditional_params(self) -> list | None:
@@ -126,23 +136,35 @@ class HMLP(nn.Module, HyperNetInterface):
     def forward(self, uncond_input=None, cond_input=None, cond_id=None, weights=None,
                 distilled_params=None, condition=None, ret_format="squeezed"):
         """Generate target tensors; see :meth:`HyperNetInterface.forward`."""
-        self._check_unused(distilled_params, condition)
+        if self.body.norms is None:
+            self._check_unused(distilled_params, condition)
+        else:
+            self._check_unused(distilled_params)
+            n = self.body.num_bn_stats
+            if condition is None and n > 1:
+                raise ValueError(f"this network keeps {n} sets of batch-norm statistics "
+                                 "(one per condition): pass condition=<int>")
+            if condition is not None and (not isinstance(condition, int)
+                                          or not 0 <= condition < n):
+                raise ValueError(f"condition must be an int in [0, {n})")
         uw, cw, extra = self._split_weights(weights)
         if extra:
             raise ValueError(f"unknown weights keys {sorted(extra)} for HMLP")
         flat = self.forward_flat(self._shared_input(uncond_input, cond_input, cond_id,
                                                     cw if cw is not None
-                                                    else self.conditional_params), uw)
+                                                    else self.conditional_params), uw,
+                                 condition)
         return self._format_output(flat, ret_format)
 
-    def forward_flat(self, x: torch.Tensor, uncond_weights: list | None = None) -> torch.Tensor:
+    def forward_flat(self, x: torch.Tensor, uncond_weights: list | None = None,
+                     condition: int | None = None) -> torch.Tensor:
         """Map a prepared input ``x`` of shape ``(B, cond_in_size + uncond_in_size)`` to
-        the ``(B, num_outputs)`` output."""
+        the ``(B, num_outputs)`` output (``condition``: batch-norm statistics)."""
         if uncond_weights is None and self._no_uncond_weights:
             raise ValueError(
                 "no_uncond_weights=True: pass weights={'uncond_weights': [...]} to forward"
             )
-        return self.body.call_with(x, uncond_weights)
+        return self.body.call_with(x, uncond_weights, condition)
 
     def _check_initialisable(self) -> None:
         if self._no_uncond_weights:
@@ -172,7 +194,7 @@ class HMLP(nn.Module, HyperNetInterface):
                 nn.init.zeros_(self.body.linears[i].bias)
         if self.body.norms is not None:
             for bn in self.body.norms:
-                nn.init.ones_(bn.weight)
+                nn.init.ones_(bn.scale)
                 nn.init.zeros_(bn.bias)
                 bn.reset_running_stats()
         return gain2

@@ -19,6 +19,7 @@ von Oswald, J. et al. (2020). Continual learning with hypernetworks. ICLR.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -99,6 +100,154 @@ class HyperNetInterface(ABC):
         """All internally held parameters: unconditional then conditional."""
         return list(self.unconditional_params or []) + list(self.conditional_params or [])
 
+    @property
+    def num_params(self) -> int:
+        """Number of scalars in all parameters (:attr:`param_shapes`), held or not."""
+        return sum(numel(s) for s in self.param_shapes)
+
+    @property
+    def num_internal_params(self) -> int:
+        """Number of scalars in the internally held parameters."""
+        return sum(p.numel() for p in self.internal_params)
+
+    @property
+    def unconditional_param_shapes_ref(self) -> list:
+        """Index in :attr:`param_shapes` of every unconditional parameter shape."""
+        return list(range(len(self._uncond_shapes)))
+
+    @property
+    def conditional_param_shapes_ref(self) -> list:
+        """Index in :attr:`param_shapes` of every conditional parameter shape."""
+        n_u = len(self._uncond_shapes)
+        return list(range(n_u, n_u + len(self._cond_shapes)))
+
+    @property
+    def unconditional_params_ref(self) -> list | None:
+        """Index in :attr:`internal_params` of every held unconditional parameter
+        (``None`` when none is held): ``internal_params[ref[i]] is
+        unconditional_params[i]``."""
+        held = self.unconditional_params
+        return None if held is None else list(range(len(held)))
+
+    @property
+    def conditional_params_ref(self) -> list | None:
+        """Index in :attr:`internal_params` of every held conditional parameter."""
+        held = self.conditional_params
+        if held is None:
+            return None
+        n_u = len(self.unconditional_params or [])
+        return list(range(n_u, n_u + len(held)))
+
+    def _meta_names(self) -> tuple[list, list]:
+        """(name, layer) of every unconditional and every conditional parameter shape.
+
+        The default names tensors with two or more dimensions ``'weight'``, 1-D tensors
+        of conditional parameters ``'embedding'`` and other 1-D tensors ``'bias'``;
+        subclasses that know better override it.
+        """
+        unc = [("weight" if len(s) >= 2 else "bias", -1) for s in self._uncond_shapes]
+        cond = [("embedding", -1) for _ in self._cond_shapes]
+        return unc, cond
+
+    @property
+    def param_shapes_meta(self) -> list[dict]:
+        """One dict per entry of :attr:`param_shapes`: ``'name'`` (``'weight'``,
+        ``'bias'``, ``'bn_scale'``, ``'bn_shift'`` or ``'embedding'``), ``'index'``
+        (position in :attr:`internal_params`, ``-1`` if not held) and ``'layer'`` (layer
+        of the hypernetwork the tensor belongs to, ``-1`` if none)."""
+        unc, cond = self._meta_names()
+        u_ref = self.unconditional_params_ref
+        c_ref = self.conditional_params_ref
+        out = []
+        for k, (name, layer) in enumerate(unc):
+            out.append({"name": name, "index": -1 if u_ref is None else u_ref[k],
+                        "layer": layer})
+        for k, (name, layer) in enumerate(cond):
+            out.append({"name": name, "index": -1 if c_ref is None else c_ref[k],
+                        "layer": layer})
+        return out
+
+    @property
+    def hyper_shapes_learned(self) -> list | None:
+        """Shapes of the parameters that are not held and must come through ``weights``
+        (e.g. from another hypernetwork); ``None`` when every parameter is held."""
+        ref = self.hyper_shapes_learned_ref
+        if ref is None:
+            return None
+        shapes = self.param_shapes
+        return [shapes[i] for i in ref]
+
+    @property
+    def hyper_shapes_learned_ref(self) -> list | None:
+        """Index in :attr:`param_shapes` of every shape of :attr:`hyper_shapes_learned`."""
+        ref = []
+        if self.unconditional_params is None:
+            ref += self.unconditional_param_shapes_ref
+        if self.conditional_params is None:
+            ref += self.conditional_param_shapes_ref
+        return ref or None
+
+    @property
+    def hyper_shapes_distilled(self) -> None:
+        """Shapes of distillation targets: none for the networks of this package."""
+        return None
+
+    @property
+    def has_bias(self) -> bool:
+        """Whether the linear layers have biases."""
+        return bool(getattr(self, "_use_bias", True))
+
+    @property
+    def has_fc_out(self) -> bool:
+        """Whether the output layer is fully connected (true for the MLP hypernetworks)."""
+        return True
+
+    @property
+    def mask_fc_out(self) -> bool:
+        """Whether the fully-connected output can be masked (outputs are independent
+        heads): true."""
+        return True
+
+    @property
+    def has_linear_out(self) -> bool:
+        """Whether the output layer is linear (no activation after it): true."""
+        return True
+
+    def distillation_targets(self) -> None:
+        """Targets to distil after training (e.g. for continual learning): none here,
+        batch-norm statistics live in :class:`~bnn_mcmc.bnn.BatchNormLayer` checkpoints."""
+        return None
+
+    def get_task_emb(self, task_id: int):
+        """Deprecated alias of ``conditional_params[task_id]``."""
+        warnings.warn("get_task_emb is deprecated: use conditional_params[task_id]",
+                      DeprecationWarning, stacklevel=2)
+        params = self.conditional_params
+        if params is None or not 0 <= task_id < len(params):
+            raise ValueError("no held conditional parameter with this task_id")
+        return params[task_id]
+
+    def get_task_embs(self) -> list | None:
+        """Deprecated alias of :attr:`conditional_params`."""
+        warnings.warn("get_task_embs is deprecated: use conditional_params",
+                      DeprecationWarning, stacklevel=2)
+        return self.conditional_params
+
+    def _summary(self, kind: str, details: str = "") -> str:
+        """One-paragraph description printed by ``verbose=True`` constructors."""
+        held = self.num_internal_params
+        text = (f"{kind} hypernetwork: {self.num_outputs} outputs in "
+                f"{len(self._target_shapes)} tensors")
+        if details:
+            text += f", {details}"
+        text += (f"; {self.num_params} parameters ({held} held internally, "
+                 f"{self.num_params - held} external)")
+        return text
+
+    def _report(self, verbose: bool, kind: str, details: str = "") -> None:
+        if verbose:
+            print(self._summary(kind, details))
+
     @abstractmethod
     def forward(
         self,
@@ -107,7 +256,7 @@ class HyperNetInterface(ABC):
         cond_id: int | Sequence[int] | None = None,
         weights: list | dict | None = None,
         distilled_params: None = None,
-        condition: None = None,
+        condition: int | None = None,
         ret_format: str = "squeezed",
     ):
         """Generate main-network parameters for a batch of inputs.
@@ -124,9 +273,13 @@ class HyperNetInterface(ABC):
             Hypernetwork parameters to use instead of the held ones: a list matching
             ``param_shapes`` or ``unconditional_param_shapes``, or a dict with keys
             ``'uncond_weights'`` and/or ``'cond_weights'``.
-        distilled_params, condition : None
+        distilled_params : None
             Part of the common signature; no network in this package has distillation
-            targets or condition-specific statistics, so they must be ``None``.
+            targets, so it must be ``None``.
+        condition : int, optional
+            Which batch-norm statistics to use (``stats_id`` of the
+            :class:`~bnn_mcmc.bnn.BatchNormLayer` of every hidden layer) in networks
+            built with ``use_batch_norm=True``; must be ``None`` otherwise.
         ret_format : {'squeezed', 'sequential', 'flattened'}
             Output format, see :mod:`bnn_mcmc.hnets.formats`.
         """
@@ -222,12 +375,13 @@ class HyperNetInterface(ABC):
         return uw, cw, extra
 
     @staticmethod
-    def _check_unused(distilled_params, condition) -> None:
+    def _check_unused(distilled_params, condition=None) -> None:
         if distilled_params is not None:
             raise ValueError("distilled_params must be None: this network has no distillation")
         if condition is not None:
             raise ValueError(
-                "condition must be None: batch-norm statistics are not condition-specific"
+                "condition selects batch-norm statistics, but this network has no batch "
+                "norm (use_batch_norm=False): pass condition=None"
             )
 
     def _shared_input(

@@ -59,6 +59,8 @@ class HPerturbWrapper(nn.Module, HyperNetInterface):
         on the ``(B, num_outputs)`` flattened output of ``hnet`` (and returning that
         format), replacing the default perturbation; the keyword arguments are the
         original arguments of :meth:`forward`.
+    verbose : bool
+        Print a summary of the wrapper.
     perturbation : {'shared', 'independent'} or None
         Which ``z`` entries form the perturbation (see module docstring); with an
         ``input_handler``, ``'shared'`` needs ``z`` of size ``num_outputs`` and
@@ -73,6 +75,7 @@ class HPerturbWrapper(nn.Module, HyperNetInterface):
         sigma_noise: float | None = 0.02,
         input_handler: Callable | None = None,
         output_handler: Callable | None = None,
+        verbose: bool = True,
         perturbation: str | None = "shared",
     ) -> None:
         super().__init__()
@@ -122,6 +125,8 @@ class HPerturbWrapper(nn.Module, HyperNetInterface):
                     f"({n_out}); use perturbation='independent'")
             self._n = n
             self._uncond_in_size = (n + n_out if perturbation == "independent" else n_out)
+        self._report(verbose, "HPerturbWrapper",
+                     f"wrapping {type(hnet).__name__}, sigma_noise={self.sigma_noise}")
 
     @property
     def hnet_uncond_in_size(self) -> int | None:

@@ -45,11 +45,12 @@ class StructuredHMLP(nn.Module, HyperNetInterface):
         cond_in_size, no_uncond_weights, no_cond_weights, num_cond_embs, generator`` are
         set by this class.
     assembly_fct : callable or None
-        ``assembly_fct(list_of_chunks) -> list of tensors``.  ``list_of_chunks`` holds,
-        for network 0's chunks, then network 1's, ..., a list of tensors of shapes
-        ``(B, *s)`` for ``s`` in ``chunk_shapes[i]`` (**batched**: a leading batch
-        dimension ``B``); it must return tensors of shapes ``(B, *t)`` for ``t`` in
-        ``target_shapes``.  ``None`` concatenates the chunks' tensors in order, which
+        ``assembly_fct(list_of_chunks) -> list of tensors`` for **one sample**:
+        ``list_of_chunks`` holds, for network 0's chunks, then network 1's, ..., a list
+        of tensors of shapes ``s`` for ``s`` in ``chunk_shapes[i]``; it must return
+        tensors of shapes ``target_shapes``.  A batch is assembled by
+        :func:`torch.func.vmap` over the samples (a plain loop where ``vmap`` fails).
+        ``None`` concatenates the chunks' tensors in order, which
         requires that sequence of shapes to equal ``target_shapes``.
     cond_chunk_embs : bool
         Chunk embeddings per condition (conditional) instead of shared (unconditional).
@@ -69,6 +70,7 @@ generator
         cond_chunk_embs: bool = False,
         uncond_in_size: int = 0,
         cond_in_size: int = 8,
+        verbose: bool = True,
         no_uncond_weights: bool = False,
         no_cond_weights: bool = False,
         num_cond_embs: int = 1,
@@ -122,7 +124,8 @@ generator
         n_s = cond_in_size + uncond_in_size
         self.internal_hnets = nn.ModuleList(
             HMLP(cs, uncond_in_size=n_s, cond_in_size=e, no_uncond_weights=no_uncond_weights,
-                 no_cond_weights=True, num_cond_embs=0, generator=self._generator, **kw)
+                 no_cond_weights=True, num_cond_embs=0, generator=self._generator,
+                 **{"verbose": False, **kw})
             for cs, e, kw in zip(self._chunk_shapes, sizes, kwargs))
         ce_shapes = self.chunk_emb_shapes
         has_conds = cond_in_size > 0 or (cond_chunk_embs and ce_shapes)
@@ -150,6 +153,14 @@ generator
             if cond_chunk_embs and ce_shapes:
                 self.cond_chunk_emb_list = nn.ParameterList(
                     randn(s) for _ in range(n_conds) for s in ce_shapes)
+        self._report(verbose, "StructuredHMLP",
+                     f"{len(self.internal_hnets)} internal networks, {sum(num_per_chunk)} chunks")
+
+    def get_cond_in_emb(self, cond_id: int) -> nn.Parameter:
+        """The held input embedding of condition ``cond_id``."""
+        if self.cond_embs is None or not 0 <= cond_id < len(self.cond_embs):
+            raise ValueError("no held condition embedding with this cond_id")
+        return self.cond_embs[cond_id]
 
     @property
     def chunk_emb_shapes(self) -> list:
@@ -249,6 +260,16 @@ generator
             raise ValueError(f"cond_id entries must be ints in [0, {n_conds})")
         return [torch.stack([flat[i * m + j] for i in ids]) for j in range(m)]
 
+    def _assemble(self, chunks: list, b: int) -> list:
+        """Apply the per-sample ``assembly_fct`` to every sample of the batch: vectorised
+        by :func:`torch.func.vmap`, or sample by sample where ``vmap`` cannot trace it."""
+        fct = self._assembly_fct
+        try:
+            return list(torch.func.vmap(lambda c: list(fct(c)))(chunks))
+        except (RuntimeError, ValueError, TypeError):
+            per = [list(fct([[t[i] for t in chunk] for chunk in chunks])) for i in range(b)]
+            return [torch.stack([p[k] for p in per]) for k in range(len(per[0]))]
+
     def _generate(self, shared, embs: list, internal_w: list) -> torch.Tensor:
         sizes = [shared.shape[0]] if shared is not None else []
         sizes += [e.shape[0] for e in embs]
@@ -271,9 +292,9 @@ generator
         if self._assembly_fct is None:
             tensors = [t for chunk in chunks for t in chunk]
         else:
-            tensors = list(self._assembly_fct(chunks))
+            tensors = self._assemble(chunks, b)
         if len(tensors) != len(self._target_shapes) or any(
                 list(t.shape) != [b, *s] for t, s in zip(tensors, self._target_shapes)):
-            raise ValueError("assembly_fct must return tensors of shapes (B, *t) for t in "
+            raise ValueError("assembly_fct must return, per sample, tensors of shapes "
                              "target_shapes")
         return torch.cat([t.reshape(b, -1) for t in tensors], dim=1)

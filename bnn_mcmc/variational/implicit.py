@@ -103,6 +103,17 @@ class ImplicitPosterior(VariationalPosterior):
             )
         return w
 
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
+        """``n`` detached draws, taken with the hypernetwork in eval mode (no dropout,
+        running batch-norm statistics, so ``sample(1)`` works); the mode is restored."""
+        was_training = self.hnet.training
+        self.hnet.eval()
+        try:
+            return super().sample(n, generator)
+        finally:
+            self.hnet.train(was_training)
+
     def kl_term(self, w: Tensor, prior: Prior, generator: torch.Generator) -> KLTerm:
         """The estimator's KL term for the draws ``w`` (see :class:`SSGE`, :class:`AVB`)."""
         check_prior(prior, self.dim)
