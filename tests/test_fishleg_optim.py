@@ -129,7 +129,7 @@ def test_layer_selection_and_plain_step_for_the_rest():
         FishLeg(net, None, None, [(X, y)], warmup=2, **kw)
     with pytest.raises(TypeError, match="likelihood"):
         FishLeg(net, None, None, [(X, y)], likelihood="gaussian", generator=kw["generator"])
-    with pytest.raises(ValueError, match="no Linear"):
+    with pytest.raises(ValueError, match="no trainable"):
         FishLeg(net, None, None, [(X, y)], skip_names=["re:.*"], **kw)
     net.zero_grad(set_to_none=True)
     with pytest.raises(RuntimeError, match="backward"):

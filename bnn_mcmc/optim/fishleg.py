@@ -42,7 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels.kron_metric import KroneckerMetric
-from .qblocks import DiagonalQ, QBlock, make_qblock
+from .qblocks import DiagonalQ, QBlock, make_qblock, shape_qblocks
+
+#: Layer types with a block of their own type (others' direct parameters go by shape).
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm)
 
 Batch = tuple[Tensor, Tensor]
 
@@ -248,6 +251,7 @@ class FishLeg(torch.optim.Optimizer):
         self._init_likelihood(draw, nll, likelihood, generator, model)
 
         self.blocks: dict[str, QBlock] = {}
+        self._block_modules: dict[str, nn.Module | None] = {}
         for pats, arg in ((module_names, "module_names"), (skip_names, "skip_names")):
             if isinstance(pats, str):
                 raise TypeError(f"{arg} must be a sequence of names, not a single string; "
@@ -265,11 +269,16 @@ class FishLeg(torch.optim.Optimizer):
             block = make_qblock(module, full, self._block_scale(module, self.scale))
             if block is not None:
                 self.blocks[name] = block
+                self._block_modules[name] = module
+            elif not isinstance(module, SUPPORTED):
+                # parameters held directly (e.g. bnn_mcmc.bnn.MLP's ParameterList): by shape
+                for pname, b in shape_qblocks(module, full, self.scale):
+                    key = f"{name}.{pname}" if name else pname
+                    self.blocks[key] = b
+                    self._block_modules[key] = None
         if not self.blocks:
-            raise ValueError("FishLeg found no Linear, Conv2d, BatchNorm2d or LayerNorm module "
-                             "with trainable parameters to precondition (check module_names / "
-                             "skip_names); networks without such modules, e.g. "
-                             "bnn_mcmc.bnn.MLP, need another optimiser such as Adam.")
+            raise ValueError("FishLeg found no trainable parameters to precondition (check "
+                             "module_names / skip_names).")
         if self.extra is not None:
             self.blocks["likelihood"] = DiagonalQ([self.extra], self.scale)
         covered = {id(p) for b in self.blocks.values() for p in b.params}
@@ -478,7 +487,7 @@ class FishLeg(torch.optim.Optimizer):
             if loss is not None:
                 raise ValueError("loss: only used with a dataloader.")
             for name, b in self.blocks.items():
-                module = self.model.get_submodule(name) if name != "likelihood" else None
+                module = self._block_modules.get(name)
                 b.reset(self._block_scale(module, scale))
             return
         if num_batches < 1:
