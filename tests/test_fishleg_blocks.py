@@ -129,3 +129,47 @@ def test_metric_rejects_bad_input():
         KroneckerFactor(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 2), torch.ones(1, 1))
     with pytest.raises(TypeError, match="dtype"):
         _metric().velocity(torch.zeros(11, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_our_mlp_gets_kronecker_blocks_equal_to_the_dense_product(full):
+    """bnn_mcmc.bnn.MLP keeps its weights in a ParameterList: FishLeg pairs each (m, n)
+    weight with its (m,) bias by shape; the metric's dense block at the layer's flat
+    positions equals S S^T with S = diag(A) (L kron R) diag(D) built with torch.kron."""
+    from bnn_mcmc.bnn import MLP, GaussianLikelihood
+    from bnn_mcmc.optim import FishLeg
+
+    net = MLP(3, 2, hidden_layers=(4,), generator=torch.Generator().manual_seed(0)).double()
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+    opt = FishLeg(net, None, None, [(x, y)], likelihood=GaussianLikelihood(),
+                  generator=torch.Generator().manual_seed(0), full=full)
+    assert list(opt.blocks) == ["weights.0", "weights.2"]
+    assert all(isinstance(b, KroneckerQ) for b in opt.blocks.values())
+    assert [b.shape for b in opt.blocks.values()] == [(4, 4), (2, 5)]
+    for i, b in enumerate(opt.blocks.values()):
+        _randomise(b, 10 + i)
+    dense = opt.as_metric().to_dense()
+    start = 0
+    for b in opt.blocks.values():
+        m, n = b.shape
+        # flat layout [W (row-major) | b] per layer; the block orders entries as [W | b] rows
+        w_idx = torch.arange(start, start + m * (n - 1)).view(m, n - 1)
+        b_idx = torch.arange(start + m * (n - 1), start + m * n).view(m, 1)
+        idx = torch.cat([w_idx, b_idx], 1).reshape(-1)
+        torch.testing.assert_close(dense[idx][:, idx], _dense_kron(b))
+        start += m * n
+    assert start == dense.shape[0]
+
+
+def test_find_map_fishleg_on_our_mlp():
+    from bnn_mcmc.bnn import MLP, GaussianLikelihood, GaussianPrior
+    from bnn_mcmc.optim import find_map
+
+    net = MLP(2, 1, hidden_layers=(8,), generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
+    y = torch.sin(x[:, :1]) + x[:, 1:] ** 2
+    lik, prior = GaussianLikelihood(10.0), GaussianPrior(1.0)
+    w = find_map(net, lik, prior, (x, y), optimizer="fishleg", steps=150,
+                 generator=torch.Generator().manual_seed(2))
+    u0 = float(lik.nll(net(x), y).detach())
+    assert w.shape == (1, net.num_params) and float(lik.nll(net(x, w[0]), y)) < 0.3 * u0

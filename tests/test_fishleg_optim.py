@@ -1,5 +1,7 @@
 """FishLeg: Q learns the inverse damped Fisher; it beats SGD and Adam when ill-conditioned."""
 
+import statistics
+
 import pytest
 import torch
 from torch import nn
@@ -38,7 +40,8 @@ def test_q_converges_to_inverse_damped_fisher(aux_loss):
     net = nn.Linear(4, 1)
     opt = FishLeg(net, None, None, [(X, y)], likelihood=GaussianLikelihood(tau),
                   generator=torch.Generator().manual_seed(1), damping=damping, full=False,
-                  aux_lr=1e-2, scale=1 / damping, update_aux_every=0, aux_loss=aux_loss)
+                  aux_lr=1e-2, scale=1 / damping, update_aux_every=0, aux_loss=aux_loss,
+                  warm_start="identity")
     Xt = torch.cat([X, torch.ones(len(X), 1)], 1)
     q_star = torch.linalg.inv(tau * Xt.T @ Xt + damping * torch.eye(5))
     gu = torch.Generator().manual_seed(2)
@@ -54,34 +57,54 @@ def test_q_converges_to_inverse_damped_fisher(aux_loss):
     assert err() < 0.1
 
 
-def _final_loss(make_opt, X, y, steps):
-    torch.manual_seed(0)
-    net = nn.Linear(X.shape[1], 1)
-    opt = make_opt(net)
-    lik = GaussianLikelihood(1.0)
+def _ill_conditioned(seed):
+    """The issue's problem: 20 features with scales log-spaced 1e-2..10, 512 points."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(512, 20, generator=g) * torch.logspace(-2, 1, 20)
+    y = X @ torch.randn(20, 1, generator=g) + 0.1 * torch.randn(512, 1, generator=g)
+    return X, y, g
+
+
+def _train(make_opt, seed, steps=300, batch=128):
+    """Minibatches of 128 for ``steps`` steps; the final full-data loss 0.5 * mean sq. err."""
+    X, y, g = _ill_conditioned(seed)
+    torch.manual_seed(seed)
+    net = nn.Linear(20, 1)
+
+    def nll(m, b):
+        return 0.5 * ((m(b[0]) - b[1]) ** 2).mean()
+
+    def draw(m, x):
+        f = m(x)
+        return x, f + torch.randn(f.shape, generator=g)
+
+    def batches(gen):
+        while True:
+            perm = torch.randperm(len(X), generator=gen)
+            for i in range(0, len(X), batch):
+                yield X[perm[i:i + batch]], y[perm[i:i + batch]]
+
+    aux = [b for _, b in zip(range(4), batches(torch.Generator().manual_seed(seed + 7)))]
+    opt = make_opt(net, nll, draw, aux)
+    data = batches(torch.Generator().manual_seed(seed + 100))
     for _ in range(steps):
         opt.zero_grad()
-        lik.nll(net(X), y).backward()
+        nll(net, next(data)).backward()
         opt.step()
-    return float(lik.nll(net(X), y).detach())
+    with torch.no_grad():
+        return float(nll(net, (X, y)))
 
 
-def test_fishleg_beats_sgd_and_adam_on_ill_conditioned_regression():
-    """Condition number of the Fisher ~1e8; baselines get their best rate of a grid."""
-    X, y = _regression(d=6, spread=2.0)
-    Xt = torch.cat([X, torch.ones(len(X), 1)], 1)
-    lmax = float(torch.linalg.eigvalsh(Xt.T @ Xt).max())
-    steps = 200
-    sgd = min(_final_loss(lambda n, lr=lr: torch.optim.SGD(n.parameters(), lr=lr, momentum=0.9),
-                          X, y, steps) for lr in (0.5 / lmax, 1 / lmax, 1.9 / lmax))
-    adam = min(_final_loss(lambda n, lr=lr: torch.optim.Adam(n.parameters(), lr=lr), X, y, steps)
-               for lr in (0.03, 0.1, 0.3, 1.0))
-    fish = _final_loss(lambda n: FishLeg(
-        n, None, None, [(X, y)], likelihood=GaussianLikelihood(1.0),
-        generator=torch.Generator().manual_seed(1), damping=1.0, fish_lr=0.5, aux_lr=2e-2,
-        update_aux_every=-5, normalization=True, full=False, scale=1 / lmax), X, y, steps)
-    optimum = float(GaussianLikelihood(1.0).nll(Xt @ torch.linalg.lstsq(Xt, y).solution, y))
-    assert fish - optimum < 0.5 * min(sgd - optimum, adam - optimum)
+def test_default_fishleg_beats_adam_at_its_better_lr_on_ill_conditioned_regression():
+    """No tuning: FishLeg(model, draw, nll, aux_loader) with its defaults against Adam at
+    the better of lr 1e-3 / 1e-2, five seeds, 300 steps.  The median FishLeg final loss
+    must be below half of Adam's median (measured: about 0.2x; the noise floor is 0.005)."""
+    seeds = range(5)
+    fish = [_train(lambda n, nll, draw, aux: FishLeg(n, draw, nll, aux), s) for s in seeds]
+    adam = min(statistics.median(_train(lambda n, *_, lr=lr: torch.optim.Adam(n.parameters(),
+                                                                              lr=lr), s)
+                                 for s in seeds) for lr in (1e-3, 1e-2))
+    assert statistics.median(fish) < 0.5 * adam
 
 
 def test_layer_selection_and_plain_step_for_the_rest():
@@ -106,7 +129,7 @@ def test_layer_selection_and_plain_step_for_the_rest():
         FishLeg(net, None, None, [(X, y)], warmup=2, **kw)
     with pytest.raises(TypeError, match="likelihood"):
         FishLeg(net, None, None, [(X, y)], likelihood="gaussian", generator=kw["generator"])
-    with pytest.raises(ValueError, match="no Linear"):
+    with pytest.raises(ValueError, match="no trainable"):
         FishLeg(net, None, None, [(X, y)], skip_names=["re:.*"], **kw)
     net.zero_grad(set_to_none=True)
     with pytest.raises(RuntimeError, match="backward"):

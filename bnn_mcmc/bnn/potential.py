@@ -25,6 +25,7 @@ really? *ICML*.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,27 @@ from torch import Tensor, nn
 from .functional import FunctionalNet, MainNetFunction, as_function
 from .likelihoods import Likelihood, likelihood_from_nll_type
 from .priors import Prior, log_prob_standard_normal_prior
+
+
+class PotentialSpec(NamedTuple):
+    r"""What a potential from :func:`nn_pot_energy` was built from (its ``.spec``), so that
+    curvature-based tools (e.g. ``inv_mass='fisher'``) can rebuild the model.
+
+    Attributes
+    ----------
+    net : the network as passed to :func:`nn_pot_energy`
+    inputs, targets : the data (targets as prepared by the likelihood)
+    likelihood : the observation model
+    log_prior : :math:`\log p(w)` of the network weights
+    data_scale : :math:`N / (|\mathcal B|\, T)`, the factor on the data term
+    """
+
+    net: object
+    inputs: Tensor
+    targets: Tensor
+    likelihood: Likelihood
+    log_prior: Callable[[Tensor], Tensor]
+    data_scale: float
 
 
 def resolve_likelihood(
@@ -130,7 +152,8 @@ def nn_pot_energy(
         ``U(w)`` for ``w`` of shape ``(dim,)`` (returns a scalar) or ``(B, dim)`` (returns
         ``(B,)``), where ``dim`` = number of network weights + ``likelihood.num_extra_params``.
         It carries the attributes ``dim``, ``likelihood``, ``function`` and
-        ``accepts_batches`` (the vectorised multi-chain backend then skips ``vmap``).
+        ``accepts_batches`` (the vectorised multi-chain backend then skips ``vmap``), and
+        ``spec``, a :class:`PotentialSpec` of the network, data, likelihood and prior.
     """
     f = as_function(net, chunk_size)
     lik = resolve_likelihood(likelihood, nll_type, tau_pred)
@@ -181,4 +204,5 @@ def nn_pot_energy(
     potential.accepts_batches = True  # U(W) for W of shape (B, dim) returns (B,)
     potential.likelihood = lik
     potential.function = f
+    potential.spec = PotentialSpec(net, inputs, targets, lik, log_prior, data_scale)
     return potential

@@ -230,3 +230,30 @@ def make_qblock(module: nn.Module, full: bool, scale: float) -> QBlock | None:
     if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
         return DiagonalQ(own, scale)
     return None
+
+
+def shape_qblocks(module: nn.Module, full: bool, scale: float) -> list[tuple[str, QBlock]]:
+    """Blocks for the parameters a module holds directly when it is not a supported layer
+    type (e.g. the ``ParameterList`` of :class:`bnn_mcmc.bnn.MLP`), found from the shapes.
+
+    Walking the module's own parameters in order, a matrix ``(m, n)`` followed by a vector
+    ``(m,)`` is the weight and bias of one dense layer (a Kronecker block), a matrix alone a
+    weight without bias, and anything else gets a diagonal block.  Returns
+    ``(parameter name, block)`` pairs, the name being the weight's.
+    """
+    own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+    out: list[tuple[str, QBlock]] = []
+    i = 0
+    while i < len(own):
+        name, p = own[i]
+        if p.dim() == 2:
+            nxt = own[i + 1][1] if i + 1 < len(own) else None
+            if nxt is not None and nxt.dim() == 1 and nxt.shape[0] == p.shape[0]:
+                out.append((name, KroneckerQ(p, nxt, full, scale)))
+                i += 2
+                continue
+            out.append((name, KroneckerQ(p, None, full, scale)))
+        else:
+            out.append((name, DiagonalQ([p], scale)))
+        i += 1
+    return out

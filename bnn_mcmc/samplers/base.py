@@ -45,6 +45,7 @@ from ..kernels.hmc import uniform
 from ..kernels.integrators import IntegratorState, integrate
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
+from ..optim.fisher_metric import resolve_inv_mass
 from ..storage import DrawStore
 
 ADAPT_MASS_CHOICES = ("diag", "dense", None)
@@ -155,6 +156,9 @@ class Sampler:
         self._potential = Potential(pot_energy_func, compile=self.compile_potential)
         self._state: PotentialValue = self._potential.check_initial(position, self.uses_gradient)
         self.dim = position.shape[0]
+        # FishLeg hook (issue 15): inv_mass='fisher' -> a Kronecker metric fitted here from the
+        # potential's .spec (bnn_mcmc/optim/fisher_metric.py); anything else passes unchanged.
+        inv_mass = resolve_inv_mass(inv_mass, pot_energy_func, position)
         self.metric = make_metric(inv_mass, self.dim, position.dtype, position.device)
         self.step_size = check_positive("stepsize", step_size)
         if not (isinstance(jitter, (int, float)) and 0 <= jitter < 1):
