@@ -3,6 +3,7 @@
 Public names only; see the subpackages for the details.
 """
 
+from ._version import __version__ as __version__
 from .bnn import (
     MLP,
     BatchNormLayer,
@@ -40,8 +41,6 @@ from .variational import (
     TrainConfig,
     fit_variational,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AVB",

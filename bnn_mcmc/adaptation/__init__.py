@@ -7,9 +7,12 @@ from .dual_averaging import (
     dual_averaging_update,
 )
 from .schedule import adaptation_windows
+from .step_size import SEARCH_THRESHOLD, reasonable_step_size
 from .welford import WelfordState, welford_covariance, welford_init, welford_update
 
 __all__ = [
+    "SEARCH_THRESHOLD",
+    "reasonable_step_size",
     "DualAveragingState",
     "WelfordState",
     "adaptation_windows",

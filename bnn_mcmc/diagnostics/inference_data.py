@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._version import __version__
+
 
 def chains_of(sampler) -> list:
     """The single-chain samplers of a sampler or of a ``MultiChainHMC``."""
@@ -143,8 +145,6 @@ def to_inference_data(
     """
     import arviz as az
 
-    import bnn_mcmc
-
     if isinstance(sampler, (torch.Tensor, np.ndarray)):
         draws = np.asarray(sampler.detach().cpu() if isinstance(sampler, torch.Tensor) else sampler)
         if draws.ndim not in (2, 3):
@@ -190,5 +190,5 @@ def to_inference_data(
     idata = az.from_dict(**groups)
     for group in idata.groups():
         idata[group].attrs["inference_library"] = "bnn_mcmc"
-        idata[group].attrs["inference_library_version"] = bnn_mcmc.__version__
+        idata[group].attrs["inference_library_version"] = __version__
     return idata

@@ -49,39 +49,77 @@ def vmap_potential(func: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tenso
 class BatchedPotential:
     """Counted evaluation of a batched potential with per-chain failure handling.
 
-    A non-finite value or gradient makes that chain's potential ``inf``; a
-    numerical exception (e.g. a failed Cholesky factorisation) cannot be
-    attributed to one chain and makes every chain's potential ``inf`` for this
-    evaluation.
+    A non-finite value makes that chain's potential ``inf``.  A numerical
+    exception (e.g. a failed Cholesky factorisation) in a batched evaluation
+    re-evaluates that step chain by chain, so only the chains that fail get
+    ``U = inf``.  Only the rows asked for are evaluated (finished or masked
+    chains are never evaluated at leftover positions), and :attr:`row_evals`
+    counts the evaluations of each row.
     """
 
-    def __init__(self, func: Callable[[Tensor], Tensor]):
+    def __init__(self, func: Callable[[Tensor], Tensor], num_chains: int | None = None):
         self.func = func
         self.num_evals = 0
+        self.row_evals: list[int] = [0] * (num_chains or 0)
 
-    def value_and_grad(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def _count(self, rows: Sequence[int]) -> None:
+        for r in rows:
+            if r >= len(self.row_evals):
+                self.row_evals.extend([0] * (r + 1 - len(self.row_evals)))
+            self.row_evals[r] += 1
+
+    def _evaluate(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        w = positions.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = self.func(w)
+            if u.shape != positions.shape[:1]:
+                raise ValueError(
+                    f"the batched potential must return shape ({positions.shape[0]},) for "
+                    f"positions of shape {tuple(positions.shape)}; got {tuple(u.shape)}."
+                )
+            (grad,) = torch.autograd.grad(u.sum(), w)
+        return u.detach().to(torch.float64), grad
+
+    def _evaluate_rows_alone(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        values, grads = [], []
+        for c in range(positions.shape[0]):
+            try:
+                u, g = self._evaluate(positions[c : c + 1])
+            except NUMERICAL_ERRORS:
+                u = torch.full((1,), math.inf, dtype=torch.float64, device=positions.device)
+                g = torch.zeros_like(positions[c : c + 1])
+            values.append(u)
+            grads.append(g)
+        return torch.cat(values), torch.cat(grads)
+
+    def value_and_grad(
+        self, positions: Tensor, rows: Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Potentials ``(C,)`` as float64 and gradients ``(C, dim)``.
 
-        A chain whose potential or gradient is not finite is not masked here (that
-        would cost several batched operations per step): its non-finite values make
-        its next momentum, hence its energy error, non-finite, and the kernels treat
-        that as a divergence of that chain alone.
+        With ``rows`` only those rows are evaluated; the others get ``U = inf`` and a
+        zero gradient.  A chain whose potential or gradient is not finite is not
+        masked here (that would cost several batched operations per step): its
+        non-finite values make its next momentum, hence its energy error,
+        non-finite, and the kernels treat that as a divergence of that chain alone.
         """
         self.num_evals += 1
-        w = positions.detach().requires_grad_(True)
+        num = positions.shape[0]
+        subset = rows is not None and len(rows) < num
+        index = list(range(num)) if rows is None else list(rows)
+        self._count(index)
+        x = positions[torch.tensor(index, device=positions.device)] if subset else positions
         try:
-            with torch.enable_grad():
-                u = self.func(w)
-                if u.shape != positions.shape[:1]:
-                    raise ValueError(
-                        f"the batched potential must return shape ({positions.shape[0]},) for "
-                        f"positions of shape {tuple(positions.shape)}; got {tuple(u.shape)}."
-                    )
-                (grad,) = torch.autograd.grad(u.sum(), w)
+            u, g = self._evaluate(x)
         except NUMERICAL_ERRORS:
-            inf = torch.full(positions.shape[:1], math.inf, dtype=torch.float64)
-            return inf.to(positions.device), torch.zeros_like(positions)
-        return u.detach().to(torch.float64), grad
+            u, g = self._evaluate_rows_alone(x)
+        u = torch.where(torch.isfinite(u), u, math.inf)
+        if not subset:
+            return u, g
+        full_u = torch.full((num,), math.inf, dtype=torch.float64, device=positions.device)
+        full_g = torch.zeros_like(positions)
+        idx = torch.tensor(index, device=positions.device)
+        return full_u.index_copy(0, idx, u), full_g.index_copy(0, idx, g)
 
 
 def stack_metrics(metrics: Sequence[Metric]) -> Metric:
@@ -118,11 +156,13 @@ def batched_leapfrog(
     num_steps: int,
     metric: Metric,
     potential: BatchedPotential,
+    rows: Sequence[int] | None = None,
 ) -> tuple[BatchedState, Tensor, Tensor]:
     """``num_steps`` leapfrog steps of per-chain size ``step`` (shape ``(C, 1)``) in lockstep.
 
     A chain whose potential fails gets potential ``inf`` at the end; its gradient
-    count stops at the failure, as in the single-chain integrator.
+    count stops at the failure, as in the single-chain integrator.  Only the chains
+    in ``rows`` (default: all) are evaluated; the others come back with ``U = inf``.
 
     Returns
     -------
@@ -130,16 +170,22 @@ def batched_leapfrog(
         End points and the number of gradient evaluations each chain used.
     """
     w, p, g = state.position, momentum, state.grad
-    alive = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
-    evals = torch.zeros(w.shape[0], dtype=torch.int64, device=w.device)
+    num = w.shape[0]
+    alive = list(range(num)) if rows is None else list(rows)
+    evals = [0] * num
     p = torch.addcmul(p, step, g, value=-0.5)
     for i in range(num_steps):
         w = torch.addcmul(w, step, metric.velocity(p))
-        u, g = potential.value_and_grad(w)
-        evals += alive
-        alive &= torch.isfinite(u)
+        # failed chains are not evaluated again: their rows come back as U = inf
+        u, g = potential.value_and_grad(w, alive)
+        for c in alive:
+            evals[c] += 1
+        finite = torch.isfinite(u)
+        if int(finite.sum()) != len(alive):  # one host transfer per step for all chains
+            flags = finite.tolist()
+            alive = [c for c in alive if flags[c]]
         p = torch.addcmul(p, step, g, value=-1.0 if i < num_steps - 1 else -0.5)
-    return BatchedState(w, torch.where(alive, u, math.inf), g), p, evals
+    return BatchedState(w, u, g), p, torch.tensor(evals, device=w.device)
 
 
 def batched_hmc_step(

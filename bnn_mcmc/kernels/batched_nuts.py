@@ -49,8 +49,10 @@ def _merge_turning_rows(
 
     Returns ``(turning, rho)`` with a boolean ``(C,)`` and the merged momentum sums ``(C, dim)``.
     """
-    rhos = torch.einsum("ij,jcd->icd", _combination(rows, sums[0]), torch.stack(sums))
-    dots = torch.einsum("icd,jcd->cij", rhos, torch.stack(velocities))
+    f64 = torch.float64
+    stacked = torch.stack([s.to(f64) for s in sums])
+    rhos = torch.einsum("ij,jcd->icd", _combination(rows, stacked), stacked)
+    dots = torch.einsum("icd,jcd->cij", rhos, torch.stack([v.to(f64) for v in velocities]))
     turning = torch.stack([dots[:, i, j] <= 0 for i, j in _TURNING_PAIRS]).any(0)
     return turning, rhos[0]
 
@@ -90,12 +92,12 @@ def batched_nuts_step(
     metric = stack_metrics(metrics)
     momentum = torch.stack([m.sample_momentum(g) for m, g in zip(metrics, generators)])
     velocity = metric.velocity(momentum)
-    kinetic0 = (0.5 * (momentum * velocity).sum(-1)).tolist()
+    kinetic0 = metric.kinetic_energy(momentum, velocity).tolist()
     potential0 = state.potential.tolist()
     root = _Edge(state.position, momentum, velocity, state.potential, state.grad)
     left = right = sample = root
     sample_kinetic = list(kinetic0)
-    momentum_sum = momentum
+    momentum_sum = momentum.to(torch.float64)
     log_weight = [0.0] * num_chains
     sum_accept = [0.0] * num_chains
     num_leaves = [0] * num_chains
@@ -190,7 +192,7 @@ def _build_subtrees(
     levels = depth + 1
     start_p, start_v, start_sum = [None] * levels, [None] * levels, [None] * levels
     before_p, before_v = [None] * levels, [None] * levels
-    msum = torch.zeros_like(edge.p)
+    msum = torch.zeros_like(edge.p, dtype=torch.float64)
     prev_p, prev_v = edge.p, edge.v
     current = edge
     first = proposal = edge
@@ -210,10 +212,16 @@ def _build_subtrees(
         if not any(alive):
             break
         moved, p, _ = batched_leapfrog(
-            BatchedState(current.w, current.u, current.g), current.p, step, 1, metric, potential
+            BatchedState(current.w, current.u, current.g),
+            current.p,
+            step,
+            1,
+            metric,
+            potential,
+            rows=[c for c in range(num_chains) if alive[c]],
         )
         v = metric.velocity(p)
-        kinetic = (0.5 * (p * v).sum(-1)).tolist()
+        kinetic = metric.kinetic_energy(p, v).tolist()
         u = moved.potential.tolist()
         leaf = _Edge(moved.position, p, v, moved.potential, moved.grad)
         take = [False] * num_chains
@@ -224,6 +232,8 @@ def _build_subtrees(
             delta = (u[c] - potential0[c]) + (kinetic[c] - kinetic0[c])
             if not math.isfinite(u[c]) or not delta <= max_delta_energy:
                 alive[c], diverging[c] = False, True
+                # as Stan: a divergent leaf adds exp(H0 - H) to the acceptance statistic
+                sum_accept[c] += math.exp(-delta) if delta == delta else 0.0
                 continue
             sum_accept[c] += 1.0 if delta <= 0 else math.exp(-delta)
             new_log_weight = _log_add(log_weight[c], -delta)

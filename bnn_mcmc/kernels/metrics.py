@@ -44,10 +44,12 @@ class Metric:
         """Return :math:`\\tfrac12 p^\\top M^{-1} p` summed over the last axis.
 
         ``velocity`` may be passed when :math:`M^{-1}p` is already known, to save work.
+        The products are accumulated in float64, so the energy error
+        :math:`K(p') - K(p_0)` of a large float32 chain is not lost in rounding.
         """
         if velocity is None:
             velocity = self.velocity(momentum)
-        return 0.5 * (momentum * velocity).sum(-1)
+        return 0.5 * (momentum.to(torch.float64) * velocity.to(torch.float64)).sum(-1)
 
     @property
     def inv_mass(self) -> Tensor | float:
@@ -118,17 +120,20 @@ class DenseMetric(Metric):
     :math:`L^{-\\top} L^{-1} = M`.
     """
 
-    def __init__(self, inv_mass_matrix: Tensor):
-        self._m = inv_mass_matrix
-        self.dim = inv_mass_matrix.shape[-1]
-        self.dtype, self.device = inv_mass_matrix.dtype, inv_mass_matrix.device
-        chol, info = torch.linalg.cholesky_ex(inv_mass_matrix)
+    def __init__(self, inv_mass_matrix: Tensor, dtype: torch.dtype | None = None):
+        dtype = inv_mass_matrix.dtype if dtype is None else dtype
+        # factorise in float64 and cast the results: a float32 rounding of an estimate
+        # with tiny eigenvalues need not be positive definite.
+        chol, info = torch.linalg.cholesky_ex(inv_mass_matrix.to(torch.float64))
         if int(info) != 0:
             raise ValueError(
                 "inv_mass: the dense inverse mass matrix is not positive definite; "
                 "pass a symmetric positive-definite matrix (e.g. a covariance estimate)."
             )
-        self._chol = chol
+        self._m = inv_mass_matrix.to(dtype)
+        self.dim = inv_mass_matrix.shape[-1]
+        self.dtype, self.device = dtype, inv_mass_matrix.device
+        self._chol = chol.to(dtype)
 
     def sample_momentum(self, generator, batch_shape=()):
         z = torch.randn(

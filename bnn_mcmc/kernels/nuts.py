@@ -80,6 +80,7 @@ _TOP_COMBINATION = ((1, 1, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1))
 #: (row of the combined sums, velocity) pairs whose dot product must stay positive
 _TURNING_PAIRS = ((0, 0), (0, 1), (1, 0), (1, 2), (2, 3), (2, 1))
 _COMBINATION_CACHE: dict = {}
+_F64 = torch.empty((), dtype=torch.float64)
 
 
 def _combination(rows: tuple, like: Tensor) -> Tensor:
@@ -99,8 +100,9 @@ def _merge_turning(rows: tuple, sums: list[Tensor], velocities: list[Tensor]) ->
     B extended by A's inner state.  All six dot products come from one matrix
     product.  Returns ``(turning, rho)``.
     """
-    rhos = _combination(rows, sums[0]) @ torch.stack(sums)
-    d = (rhos @ torch.stack(velocities).T).tolist()
+    # in float64: at 10^6 weights float32 dot products lose the sign of small criteria
+    rhos = _combination(rows, _F64) @ torch.stack([s.to(torch.float64) for s in sums])
+    d = (rhos @ torch.stack([v.to(torch.float64) for v in velocities]).T).tolist()
     return any(d[i][j] <= 0 for i, j in _TURNING_PAIRS), rhos[0]
 
 
@@ -131,7 +133,7 @@ def _build_subtree(
     start_sum: list = [None] * levels
     before_p: list = [None] * levels
     before_v: list = [None] * levels
-    momentum_sum = torch.zeros_like(edge.state.momentum)
+    momentum_sum = torch.zeros_like(edge.state.momentum, dtype=torch.float64)
     prev_p, prev_v, prev_kinetic = edge.state.momentum, edge.velocity, edge.kinetic
     current = edge.state
     first = proposal = None
@@ -151,14 +153,18 @@ def _build_subtree(
             # closes a two-leaf subtree [n-1, n] with rho = p_{n-1} + p_n; since M^{-1} is
             # symmetric, p_{n-1}.v_n = p_n.v_{n-1}, so one product gives the kinetic energy
             # and both U-turn dot products (Stan's extra checks coincide at this size).
-            pv, cross = (torch.stack((p, prev_p)) @ velocity).tolist()
+            pv, cross = (
+                torch.stack((p, prev_p)).to(torch.float64) @ velocity.to(torch.float64)
+            ).tolist()
             kinetic = 0.5 * pv
             pair_turning = cross + pv <= 0 or 2.0 * prev_kinetic + cross <= 0
         else:
-            kinetic = 0.5 * float(torch.dot(p, velocity))
+            kinetic = 0.5 * float(torch.dot(p.to(torch.float64), velocity.to(torch.float64)))
             pair_turning = False
         delta = (current.potential - potential0) + (kinetic - kinetic0)
         if not delta <= max_delta_energy:  # also catches NaN
+            # as Stan, the divergent leaf still adds exp(H0 - H) to the acceptance statistic
+            sum_accept += math.exp(-delta) if delta == delta else 0.0
             return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, True)
         leaf = Leaf(current, velocity, kinetic)
         if first is None:
@@ -215,12 +221,12 @@ def nuts_step(
     """
     momentum = metric.sample_momentum(generator)
     velocity = metric.velocity(momentum)
-    kinetic0 = float(0.5 * torch.dot(momentum, velocity))
+    kinetic0 = float(metric.kinetic_energy(momentum, velocity))
     potential0 = state.potential
     start = IntegratorState(state.position, momentum, potential0, state.grad)
     root = Leaf(start, velocity, kinetic0)
     left = right = sample = root
-    momentum_sum = momentum
+    momentum_sum = momentum.to(torch.float64)
     log_weight = 0.0
     sum_accept, num_leaves, depth = 0.0, 0, 0
     diverging = False

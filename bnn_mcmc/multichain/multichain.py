@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -282,6 +283,9 @@ class MultiChainHMC:
         if backend == "vectorized":
             self._run_vectorized(indices)
             return
+        if backend == "sequential":
+            self._run_in_process(indices)
+            return
         tasks = []
         for i in indices:
             chain = self.chains[i]
@@ -315,6 +319,21 @@ class MultiChainHMC:
         states, errors = run_tasks(tasks, backend, num_parallel, self.client)
         for i, state in states.items():
             self.chains[i].load_state_dict(state)
+        if errors:
+            raise ChainError(errors)
+
+    def _run_in_process(self, indices: list[int]) -> None:
+        """Finish each chain's recorded work here, one after the other.
+
+        The chains run as they are: no snapshot round trip, hence no uncounted
+        re-evaluation of the potential and no copy of the stored draws.
+        """
+        errors = {}
+        for i in indices:
+            try:
+                self.chains[i].continue_run()
+            except Exception:
+                errors[i] = traceback.format_exc()
         if errors:
             raise ChainError(errors)
 

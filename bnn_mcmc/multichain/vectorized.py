@@ -39,6 +39,11 @@ def check_vectorizable(chains: Sequence[Sampler]) -> None:
             raise ValueError("the vectorized backend needs the same num_steps for every chain.")
         if isinstance(c, NUTS) and c.max_tree_depth != first.max_tree_depth:
             raise ValueError("the vectorized backend needs one max_tree_depth for every chain.")
+        if c.delta_max != first.delta_max:
+            raise ValueError(
+                "the vectorized backend needs one delta_max for every chain; got "
+                f"{c.delta_max} and {first.delta_max}."
+            )
 
 
 def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bool) -> None:

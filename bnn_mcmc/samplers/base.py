@@ -28,6 +28,7 @@ from ..adaptation import (
     dual_averaging_final,
     dual_averaging_init,
     dual_averaging_update,
+    reasonable_step_size,
     welford_covariance,
     welford_init,
     welford_update,
@@ -360,9 +361,13 @@ class Sampler:
 
     # ----------------------------------------------------------------- warmup
     def _reasonable_step_size(self, step_size: float) -> float:
-        """Double or halve ``step_size`` until one leapfrog step's acceptance crosses 1/2.
+        """Hoffman & Gelman (2014), Alg. 4, with Stan's acceptance threshold 0.8.
 
-        Hoffman & Gelman (2014), Alg. 4, in log space; costs one gradient per trial.
+        One momentum is drawn; with :math:`a = 1` if one leapfrog step of
+        ``step_size`` has acceptance ratio above 0.8 and :math:`a = -1` otherwise,
+        the step is multiplied by :math:`2^a` until the ratio crosses 0.8, and the
+        first step size that crosses it is returned.  In log space; one gradient
+        per trial.
         """
         state = self._state
         momentum = self.metric.sample_momentum(self.generator)
@@ -378,19 +383,20 @@ class Sampler:
             )
             return -delta if math.isfinite(delta) else -math.inf
 
-        threshold = math.log(0.5)
-        up = log_accept(step_size) > threshold
-        for _ in range(100):
-            candidate = step_size * 2.0 if up else step_size * 0.5
-            if (log_accept(candidate) > threshold) != up:
-                return step_size if up else candidate
-            step_size = candidate
-        return step_size
+        return reasonable_step_size(log_accept, step_size)
 
-    def _metric_from_estimate(self, welford: WelfordState) -> Metric:
-        cov = welford_covariance(welford).to(dtype=self._state.position.dtype)
-        cov = cov.to(self._state.position.device)
-        return DenseMetric(cov) if welford.dense else DiagMetric(cov)
+    def _metric_from_estimate(self, welford: WelfordState | None) -> Metric:
+        """The metric of a finished slow window; the previous one when it holds < 2 draws.
+
+        The covariance is estimated and factorised in float64 (only the factor is
+        cast to the chains' dtype), so a float32 chain cannot fail the Cholesky
+        factorisation of a rounded estimate.
+        """
+        if welford is None or welford.count < 2:
+            return self.metric  # Stan keeps the previous estimate
+        cov = welford_covariance(welford).to(self._state.position.device)
+        dtype = self._state.position.dtype
+        return DenseMetric(cov, dtype=dtype) if welford.dense else DiagMetric(cov.to(dtype))
 
     def warmup(
         self,
@@ -455,8 +461,9 @@ class Sampler:
             welford=None,
         )
 
-    def _initial_step_size(self) -> float:
-        return self._reasonable_step_size(self.step_size)
+    def _initial_step_size(self, current: float | None = None) -> float:
+        """Step-size search from ``current`` (the step in use; the user's at the start)."""
+        return self._reasonable_step_size(self.step_size if current is None else current)
 
     def _dual_init(self, step_size: float) -> DualAveragingState:
         state = dual_averaging_init(step_size)
@@ -500,7 +507,7 @@ class Sampler:
             self.metric = self._metric_from_estimate(w.welford)
             w.welford = None
             if w.dual is not None:
-                w.dual = self._dual_init(self._initial_step_size())
+                w.dual = self._dual_init(self._initial_step_size(float(np.exp(w.dual.log_step))))
         self._after_transition()
         self._log("warmup", w.done, w.num_steps)
 

@@ -100,7 +100,7 @@ class MetropolisHastings(Sampler):
             base_window=max(int(0.05 * num_steps), 10),
         )
 
-    def _initial_step_size(self) -> float:
+    def _initial_step_size(self, current: float | None = None) -> float:
         if self._warmup is None:  # start of warmup: keep the user's scale
             return self.step_size
         return 2.38 / math.sqrt(self.dim)
