@@ -6,11 +6,13 @@
 here with the tests' sizes.  Prints the largest |z| (bound in brackets) and, where the test
 has an ESS guard, the smallest ESS over it.
 
-    PYTHONPATH=$PWD python benchmarks/stat_margins_other.py
+    PYTHONPATH=$PWD python benchmarks/stat_margins_other.py [name-part ...]
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 
 import arviz as az
@@ -18,10 +20,26 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from bnn_mcmc import HMC, MCMC, NUTS, MultiChainHMC
-from tests.stat_utils import ess, mcse_mean
+from bnn_mcmc import (
+    HMC,
+    MCMC,
+    MLP,
+    NUTS,
+    MultiChainHMC,
+    log_prob_standard_normal_prior,
+    nn_pot_energy,
+)
+from tests.stat_utils import assert_moments, ess, mcse_mean
 from tests.test_bnn_conjugate import conjugate_z
-from tests.test_dropin import BURN_IN, COV_2D, MEAN_2D
+from tests.test_dropin import (
+    BURN_IN,
+    COV_2D,
+    MEAN_2D,
+    NOISE_STD,
+    potential_trace,
+    predictions,
+    random_initial_position,
+)
 from tests.test_fishleg_sampling import fishleg_z
 from tests.test_multichain import gauss, starts
 
@@ -32,13 +50,15 @@ def z_scalar(chain: np.ndarray, expected: float) -> float:
 
 
 def gauss2d(draws: torch.Tensor, min_ess: float) -> str:
+    """``check_2d_gaussian`` of test_dropin: moments (assert_moments) and the cross moment."""
     x = draws.double().numpy()
-    e = ess(x).min() / min_ess
-    z = [z_scalar(x[:, j], MEAN_2D[j].item()) for j in range(2)]
-    z += [z_scalar((x[:, j] - MEAN_2D[j].item()) ** 2, COV_2D[j, j].item()) for j in range(2)]
+    try:
+        m = assert_moments(x, MEAN_2D.numpy(), COV_2D.diagonal().numpy(), min_ess=min_ess)
+    except AssertionError as err:
+        return f"FAIL {err}"
     c = x - MEAN_2D.numpy()
-    z.append(z_scalar(c[:, 0] * c[:, 1], COV_2D[0, 1].item()))
-    return f"ESS/guard {e:.2f}, max z {max(z):.2f} (5)"
+    z = max(m.z_mean, m.z_var, z_scalar(c[:, 0] * c[:, 1], COV_2D[0, 1].item()))
+    return f"ESS/guard {m.ess_ratio:.2f}, max z {z:.2f} (5)"
 
 
 def dropin_hmc(seed: int) -> str:
@@ -59,9 +79,54 @@ def dropin_hmc(seed: int) -> str:
 def dropin_mcmc(seed: int) -> str:
     target = MultivariateNormal(MEAN_2D, COV_2D)
     m = MCMC(torch.tensor([3.0, -3.0]), lambda q: -target.log_prob(q), proposal_std=1.0, seed=seed)
-    m.simulate_chain(6000 + BURN_IN)
+    m.simulate_chain(MCMC_DRAWS + BURN_IN)
     m.clear_position_trajectory(n=BURN_IN)
     return gauss2d(torch.stack(m.position_trajectory), 300)
+
+
+def dropin_bnn(seed: int) -> str:
+    """test_bnn_hmc / test_bnn_multichain_hmc: ESS of the energies (> 30), same mean (z < 5)
+    as the single chain, relative error of the posterior-mean prediction (< 0.25)."""
+    g = torch.Generator().manual_seed(42)
+    train_x = torch.linspace(-4.0, 4.0, 20).unsqueeze(1)
+    train_y = train_x**3 + NOISE_STD * torch.randn(train_x.shape, generator=g)
+    test_x = torch.linspace(-3.5, 3.5, 15).unsqueeze(1)
+    net = MLP(n_in=1, n_out=1, hidden_layers=(100,), activation_fn=torch.nn.ReLU())
+    u = nn_pot_energy(
+        net,
+        train_x,
+        train_y,
+        log_prob_standard_normal_prior,
+        tau_pred=1.0 / NOISE_STD**2,
+        nll_type="regression",
+    )
+    torch.manual_seed(seed)
+    one = HMC(random_initial_position(net), u, stepsize=0.02, num_steps=25, inv_mass=1.0, seed=seed)
+    one.simulate_chain(BNN_DRAWS + 100)
+    one.clear_position_trajectory(n=100)
+    m = MultiChainHMC(
+        [random_initial_position(net) for _ in range(3)],
+        u,
+        chain_type="hmc",
+        stepsize=0.02,
+        num_steps=25,
+        seed=seed,
+    )
+    m.simulate_chains(100)
+    for c in m.chains:
+        c.clear_position_trajectory()
+    m.simulate_chains(BNN_MULTI_DRAWS)
+    energies = np.stack([potential_trace(u, c.position_trajectory) for c in m.chains])
+    e = ess(energies[..., None])[0] / 30
+    a = potential_trace(u, one.position_trajectory)
+    se = math.hypot(mcse_mean(a[:, None])[0], mcse_mean(energies.ravel()[:, None])[0])
+    z = abs(a.mean() - energies.mean()) / se
+    truth = test_x.squeeze(-1) ** 3
+    rel = [
+        float((predictions(net, test_x, t).mean(0) - truth).norm() / truth.norm())
+        for t in (one.position_trajectory, [p for c in m.chains for p in c.position_trajectory])
+    ]
+    return f"energy ESS/30 {e:.2f}, same-mean z {z:.2f} (5), rel err {max(rel):.3f} (0.25)"
 
 
 def dropin_1d(kind: str, seed: int) -> str:
@@ -89,6 +154,9 @@ def vectorized(seed: int) -> str:
     return f"max z mean {zm:.2f} (4), var {zv:.2f} (4)"
 
 
+MCMC_DRAWS = 15000
+BNN_DRAWS, BNN_MULTI_DRAWS = 200, 100
+
 CHECKS = {
     "bnn_conjugate": (lambda s: f"max z {conjugate_z(s):.2f} (4)", 0),
     "fishleg_sampling": (lambda s: f"max z {fishleg_z(s):.2f} (4)", 0),
@@ -97,12 +165,16 @@ CHECKS = {
     "dropin 1d hmc": (lambda s: dropin_1d("hmc", s), 3),
     "dropin 1d nuts": (lambda s: dropin_1d("nuts", s), 4),
     "multichain vectorized": (vectorized, 1),
+    "dropin bnn": (dropin_bnn, 9),
 }
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     print("| test | seed | margins | s |\n|---|---|---|---|")
+    chosen = sys.argv[1:] or list(CHECKS)
     for name, (check, seed0) in CHECKS.items():
+        if not any(c in name for c in chosen):
+            continue
         for seed in (seed0, 1001, 2002):
             t0 = time.perf_counter()
             try:
