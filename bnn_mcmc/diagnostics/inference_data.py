@@ -81,7 +81,7 @@ def _split(draws: np.ndarray, layout) -> dict[str, np.ndarray]:
     return out
 
 
-def _per_draw(func: Callable[[Tensor], Tensor], draws: np.ndarray, what: str) -> np.ndarray:
+def per_draw(func: Callable[[Tensor], Tensor], draws: np.ndarray, what: str) -> np.ndarray:
     """Apply ``func`` to the ``(chain * draw, dim)`` draws; reshape to ``(chain, draw, ...)``."""
     flat = torch.from_numpy(draws.reshape(-1, draws.shape[-1]))
     with torch.no_grad():
@@ -98,7 +98,7 @@ def _group_value(value, draws: np.ndarray, what: str, name: str) -> dict[str, np
     if isinstance(value, dict):
         return {k: np.asarray(v) for k, v in value.items()}
     if callable(value):
-        return {name: _per_draw(value, draws, what)}
+        return {name: per_draw(value, draws, what)}
     arr = np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value)
     if arr.shape[:2] != draws.shape[:2]:
         raise ValueError(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from .inference_data import _per_draw, chains_of, to_inference_data
+from .inference_data import chains_of, per_draw, to_inference_data
 from .report import FUNCTION_GROUP, FUNCTION_VAR, RunReport, run_report
 
 
@@ -81,7 +81,7 @@ def summary(sampler, function: Callable[[Tensor], Tensor] | None = None, net=Non
     function_table = None
     if function is not None:
         draws = np.stack([c.samples().numpy() for c in chains_of(sampler)])
-        values = _per_draw(function, draws, "function")
+        values = per_draw(function, draws, "function")
         idata.add_groups({FUNCTION_GROUP: {FUNCTION_VAR: values}})
         flat = values.reshape(*values.shape[:2], -1)
         function_table = az.summary(az.from_dict(posterior={"f": flat}), kind="diagnostics")

@@ -108,7 +108,8 @@ class BatchedPotential:
         subset = rows is not None and len(rows) < num
         index = list(range(num)) if rows is None else list(rows)
         self._count(index)
-        x = positions[torch.tensor(index, device=positions.device)] if subset else positions
+        idx = torch.tensor(index, device=positions.device) if subset else None
+        x = positions[idx] if subset else positions
         try:
             u, g = self._evaluate(x)
         except NUMERICAL_ERRORS:
@@ -118,7 +119,6 @@ class BatchedPotential:
             return u, g
         full_u = torch.full((num,), math.inf, dtype=torch.float64, device=positions.device)
         full_g = torch.zeros_like(positions)
-        idx = torch.tensor(index, device=positions.device)
         return full_u.index_copy(0, idx, u), full_g.index_copy(0, idx, g)
 
 

@@ -33,27 +33,28 @@ from torch import Tensor
 from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog, stack_metrics
 from .hmc import uniform
 from .metrics import Metric
-from .nuts import (
-    _SUBTREE_COMBINATION,
-    _TOP_COMBINATION,
-    _TURNING_PAIRS,
-    _combination,
-    _log_add,
+from .uturn import (
+    SUBTREE_COMBINATION,
+    TOP_COMBINATION,
+    TURNING_PAIRS,
+    combination,
+    leaf_acceptance,
+    log_add,
 )
 
 
 def _merge_turning_rows(
     rows: tuple, sums: list[Tensor], velocities: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """Per-chain form of :func:`bnn_mcmc.kernels.nuts._merge_turning` for ``(C, dim)`` rows.
+    """Per-chain form of the single-chain kernel's merge check for ``(C, dim)`` rows.
 
     Returns ``(turning, rho)`` with a boolean ``(C,)`` and the merged momentum sums ``(C, dim)``.
     """
     f64 = torch.float64
     stacked = torch.stack([s.to(f64) for s in sums])
-    rhos = torch.einsum("ij,jcd->icd", _combination(rows, stacked), stacked)
+    rhos = torch.einsum("ij,jcd->icd", combination(rows, stacked), stacked)
     dots = torch.einsum("icd,jcd->cij", rhos, torch.stack([v.to(f64) for v in velocities]))
-    turning = torch.stack([dots[:, i, j] <= 0 for i, j in _TURNING_PAIRS]).any(0)
+    turning = torch.stack([dots[:, i, j] <= 0 for i, j in TURNING_PAIRS]).any(0)
     return turning, rhos[0]
 
 
@@ -138,13 +139,13 @@ def batched_nuts_step(
             take[c] = math.log(uniform(generators[c])) < sub["log_weight"][c] - log_weight[c]
             if take[c]:
                 sample_kinetic[c] = sub["proposal_kinetic"][c]
-            log_weight[c] = _log_add(log_weight[c], sub["log_weight"][c])
+            log_weight[c] = log_add(log_weight[c], sub["log_weight"][c])
         valid_t = torch.tensor(valid, device=device)
         take_t = torch.tensor(take, device=device) & valid_t
         sample = sub["proposal"].where(take_t, sample)
         first, last, sub_sum = sub["first"], sub["last"], sub["momentum_sum"]
         turned_t, total = _merge_turning_rows(
-            _TOP_COMBINATION,
+            TOP_COMBINATION,
             [momentum_sum, sub_sum, first.p, edge.p],
             [far.v, last.v, first.v, edge.v],
         )
@@ -232,11 +233,10 @@ def _build_subtrees(
             delta = (u[c] - potential0[c]) + (kinetic[c] - kinetic0[c])
             if not math.isfinite(u[c]) or not delta <= max_delta_energy:
                 alive[c], diverging[c] = False, True
-                # as Stan: a divergent leaf adds exp(H0 - H) to the acceptance statistic
-                sum_accept[c] += math.exp(-delta) if delta == delta else 0.0
+                sum_accept[c] += leaf_acceptance(delta)  # as Stan, divergent too
                 continue
-            sum_accept[c] += 1.0 if delta <= 0 else math.exp(-delta)
-            new_log_weight = _log_add(log_weight[c], -delta)
+            sum_accept[c] += leaf_acceptance(delta)
+            new_log_weight = log_add(log_weight[c], -delta)
             if math.log(uniforms[c][n]) < -delta - new_log_weight:
                 take[c] = True
                 proposal_kinetic[c] = kinetic[c]
@@ -256,7 +256,7 @@ def _build_subtrees(
             if (n + 1) % (1 << k):
                 break
             turned |= _merge_turning_rows(
-                _SUBTREE_COMBINATION,
+                SUBTREE_COMBINATION,
                 [msum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
                 [start_v[k], v, start_v[k - 1], before_v[k - 1]],
             )[0]

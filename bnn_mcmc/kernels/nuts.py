@@ -45,6 +45,14 @@ from .hmc import uniform
 from .integrators import IntegratorState, integrate
 from .metrics import Metric
 from .potential import Potential, PotentialValue
+from .uturn import (
+    SUBTREE_COMBINATION,
+    TOP_COMBINATION,
+    TURNING_PAIRS,
+    combination,
+    leaf_acceptance,
+    log_add,
+)
 
 
 @dataclass
@@ -71,23 +79,7 @@ class Subtree:
     diverging: bool
 
 
-#: Rows combine stored momentum sums into the three sums a merge checks (see
-#: :func:`_merge_turning`): inside a subtree from ``(sum at n, sum before s,
-#: sum before mid, p_mid, p_{mid-1})``; at the top from ``(tree sum, subtree sum,
-#: first p of the subtree, p at the edge)``.
-_SUBTREE_COMBINATION = ((1, -1, 0, 0, 0), (0, -1, 1, 1, 0), (1, 0, -1, 0, 1))
-_TOP_COMBINATION = ((1, 1, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1))
-#: (row of the combined sums, velocity) pairs whose dot product must stay positive
-_TURNING_PAIRS = ((0, 0), (0, 1), (1, 0), (1, 2), (2, 3), (2, 1))
-_COMBINATION_CACHE: dict = {}
 _F64 = torch.empty((), dtype=torch.float64)
-
-
-def _combination(rows: tuple, like: Tensor) -> Tensor:
-    key = (rows, like.dtype, like.device)
-    if key not in _COMBINATION_CACHE:
-        _COMBINATION_CACHE[key] = torch.tensor(rows, dtype=like.dtype, device=like.device)
-    return _COMBINATION_CACHE[key]
 
 
 def _merge_turning(rows: tuple, sums: list[Tensor], velocities: list[Tensor]) -> tuple:
@@ -101,16 +93,9 @@ def _merge_turning(rows: tuple, sums: list[Tensor], velocities: list[Tensor]) ->
     product.  Returns ``(turning, rho)``.
     """
     # in float64: at 10^6 weights float32 dot products lose the sign of small criteria
-    rhos = _combination(rows, _F64) @ torch.stack([s.to(torch.float64) for s in sums])
+    rhos = combination(rows, _F64) @ torch.stack([s.to(torch.float64) for s in sums])
     d = (rhos @ torch.stack([v.to(torch.float64) for v in velocities]).T).tolist()
-    return any(d[i][j] <= 0 for i, j in _TURNING_PAIRS), rhos[0]
-
-
-def _log_add(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    hi, lo = (a, b) if a > b else (b, a)
-    return hi + math.log1p(math.exp(lo - hi))
+    return any(d[i][j] <= 0 for i, j in TURNING_PAIRS), rhos[0]
 
 
 def _build_subtree(
@@ -163,14 +148,13 @@ def _build_subtree(
             pair_turning = False
         delta = (current.potential - potential0) + (kinetic - kinetic0)
         if not delta <= max_delta_energy:  # also catches NaN
-            # as Stan, the divergent leaf still adds exp(H0 - H) to the acceptance statistic
-            sum_accept += math.exp(-delta) if delta == delta else 0.0
+            sum_accept += leaf_acceptance(delta)  # as Stan, divergent leaves too
             return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, True)
         leaf = Leaf(current, velocity, kinetic)
         if first is None:
             first = leaf
-        sum_accept += 1.0 if delta <= 0 else math.exp(-delta)
-        new_log_weight = _log_add(log_weight, -delta)
+        sum_accept += leaf_acceptance(delta)
+        new_log_weight = log_add(log_weight, -delta)
         if math.log(uniforms[n]) < -delta - new_log_weight:
             proposal = leaf
         log_weight = new_log_weight
@@ -186,7 +170,7 @@ def _build_subtree(
                 break
             # subtree [s, n] of size 2**k with halves [s, mid) and [mid, n]
             turning, _ = _merge_turning(
-                _SUBTREE_COMBINATION,
+                SUBTREE_COMBINATION,
                 [momentum_sum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
                 [start_v[k], velocity, start_v[k - 1], before_v[k - 1]],
             )
@@ -252,9 +236,9 @@ def nuts_step(
         depth += 1
         if math.log(uniform(generator)) < sub.log_weight - log_weight:
             sample = sub.proposal
-        log_weight = _log_add(log_weight, sub.log_weight)
+        log_weight = log_add(log_weight, sub.log_weight)
         turned, momentum_sum = _merge_turning(
-            _TOP_COMBINATION,
+            TOP_COMBINATION,
             [momentum_sum, sub.momentum_sum, sub.first.state.momentum, edge.state.momentum],
             [far.velocity, sub.last.velocity, sub.first.velocity, edge.velocity],
         )
