@@ -7,13 +7,7 @@ from torch import nn
 from bnn_mcmc.kernels.kron_metric import DiagonalFactor, KroneckerFactor, KroneckerMetric
 from bnn_mcmc.optim.qblocks import DiagonalQ, KroneckerQ, make_qblock
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def _randomise(block, seed):

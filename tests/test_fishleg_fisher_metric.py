@@ -11,13 +11,7 @@ from bnn_mcmc.kernels.kron_metric import KroneckerMetric
 from bnn_mcmc.optim.fisher_metric import prior_precision
 from bnn_mcmc.samplers import NUTS
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def _problem():

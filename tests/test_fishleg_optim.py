@@ -10,13 +10,7 @@ from bnn_mcmc.bnn.likelihoods import GaussianLikelihood, LearnedNoiseGaussianLik
 from bnn_mcmc.bnn.priors import GaussianPrior
 from bnn_mcmc.optim import FishLeg, find_map
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def _regression(n=100, d=4, spread=1.0, seed=0):
