@@ -23,11 +23,8 @@ from torch.distributions import MultivariateNormal, Normal
 from bnn_mcmc import (
     HMC,
     MCMC,
-    MLP,
     NUTS,
     MultiChainHMC,
-    log_prob_standard_normal_prior,
-    nn_pot_energy,
 )
 from tests.stat_utils import assert_moments, ess, mcse_mean
 from tests.test_bnn_conjugate import conjugate_z
@@ -35,7 +32,7 @@ from tests.test_dropin import (
     BURN_IN,
     COV_2D,
     MEAN_2D,
-    NOISE_STD,
+    cubic_regression,
     potential_trace,
     predictions,
     random_initial_position,
@@ -87,19 +84,7 @@ def dropin_mcmc(seed: int) -> str:
 def dropin_bnn(seed: int) -> str:
     """test_bnn_hmc / test_bnn_multichain_hmc: ESS of the energies (> 30), same mean (z < 5)
     as the single chain, relative error of the posterior-mean prediction (< 0.25)."""
-    g = torch.Generator().manual_seed(42)
-    train_x = torch.linspace(-4.0, 4.0, 20).unsqueeze(1)
-    train_y = train_x**3 + NOISE_STD * torch.randn(train_x.shape, generator=g)
-    test_x = torch.linspace(-3.5, 3.5, 15).unsqueeze(1)
-    net = MLP(n_in=1, n_out=1, hidden_layers=(100,), activation_fn=torch.nn.ReLU())
-    u = nn_pot_energy(
-        net,
-        train_x,
-        train_y,
-        log_prob_standard_normal_prior,
-        tau_pred=1.0 / NOISE_STD**2,
-        nll_type="regression",
-    )
+    net, test_x, u = cubic_regression()
     torch.manual_seed(seed)
     one = HMC(random_initial_position(net), u, stepsize=0.02, num_steps=25, inv_mass=1.0, seed=seed)
     one.simulate_chain(BNN_DRAWS + 100)

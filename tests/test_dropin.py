@@ -200,9 +200,11 @@ def test_log_prob_standard_normal_prior_is_normalised():
 
 
 # ------------------------------------------------------------ cubic regression
-@pytest.fixture(scope="module")
-def regression():
-    """20 evenly spaced inputs on [-4, 4], ``y = x**3 + N(0, 3**2)``, and a 1-100-1 ReLU MLP."""
+def cubic_regression():
+    """20 evenly spaced inputs on [-4, 4], ``y = x**3 + N(0, 3**2)``, and a 1-100-1 ReLU MLP.
+
+    Returns ``(net, test_x, pot_energy_func)``.
+    """
     g = torch.Generator().manual_seed(42)
     train_x = torch.linspace(-4.0, 4.0, 20).unsqueeze(1)
     train_y = train_x**3 + NOISE_STD * torch.randn(train_x.shape, generator=g)
@@ -217,6 +219,12 @@ def regression():
         nll_type="regression",
     )
     return net, test_x, pot_energy_func
+
+
+@pytest.fixture(scope="module")
+def regression():
+    """The cubic regression problem of :func:`cubic_regression`."""
+    return cubic_regression()
 
 
 def random_initial_position(net) -> torch.Tensor:
