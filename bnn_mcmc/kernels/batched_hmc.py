@@ -125,21 +125,26 @@ class BatchedPotential:
 def stack_metrics(metrics: Sequence[Metric]) -> Metric:
     """One metric acting row-wise on ``(C, dim)`` momenta from the chains' metrics.
 
+    Scalar metrics with one value stay scalar; scalar and diagonal ones stack into a
+    ``(C, dim)`` diagonal; if any chain has a dense metric, all become dense
+    ``(C, dim, dim)`` (a diagonal as its diagonal matrix), applied by a batched product.
+
     Raises
     ------
     ValueError
-        For dense metrics (use ``adapt_mass='diag'`` with the vectorised backend).
+        For other metrics (e.g. Kronecker-factored ones).
     """
-    if any(
-        isinstance(m, DenseMetric) or not isinstance(m, (ScalarMetric, DiagMetric)) for m in metrics
-    ):
+    if not all(isinstance(m, (ScalarMetric, DiagMetric, DenseMetric)) for m in metrics):
         raise ValueError(
-            "the vectorized backend supports scalar and diagonal metrics only; warm up with "
-            "adapt_mass='diag' or use the 'sequential' or 'joblib' backend."
+            "the vectorized backend supports scalar, diagonal and dense metrics; warm up with "
+            "adapt_mass='diag' or 'dense', or use the 'sequential' or 'joblib' backend for "
+            "other metrics (e.g. inv_mass='fisher')."
         )
     first = metrics[0]
     if all(isinstance(m, ScalarMetric) and m.inv_mass == first.inv_mass for m in metrics):
         return first
+    if any(isinstance(m, DenseMetric) for m in metrics):
+        return RowDenseMetric(torch.stack([_as_matrix(m) for m in metrics]))
     rows = [
         m.inv_mass
         if isinstance(m, DiagMetric)
@@ -147,6 +152,37 @@ def stack_metrics(metrics: Sequence[Metric]) -> Metric:
         for m in metrics
     ]
     return DiagMetric(torch.stack(rows))
+
+
+def _as_matrix(metric: Metric) -> Tensor:
+    if isinstance(metric, DenseMetric):
+        return metric.inv_mass
+    if isinstance(metric, DiagMetric):
+        return torch.diag(metric.inv_mass)
+    return metric.inv_mass * torch.eye(metric.dim, dtype=metric.dtype, device=metric.device)
+
+
+class RowDenseMetric(Metric):
+    """Dense inverse mass matrices, one per row: ``(C, dim, dim)`` for momenta ``(C, dim)``.
+
+    Only :meth:`velocity` (and so the kinetic energy) is batched; momenta are drawn
+    by each chain's own metric with its own generator.
+    """
+
+    def __init__(self, inv_mass: Tensor):
+        self._m = inv_mass
+        self.dim = inv_mass.shape[-1]
+        self.dtype, self.device = inv_mass.dtype, inv_mass.device
+
+    def velocity(self, momentum: Tensor) -> Tensor:
+        return (momentum.unsqueeze(-2) @ self._m).squeeze(-2)
+
+    @property
+    def inv_mass(self) -> Tensor:
+        return self._m
+
+    def to(self, device):
+        return RowDenseMetric(self._m.to(device))
 
 
 def batched_leapfrog(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -38,8 +39,6 @@ from .uturn import (
     TOP_COMBINATION,
     TURNING_PAIRS,
     combination,
-    leaf_acceptance,
-    log_add,
 )
 
 
@@ -62,17 +61,47 @@ def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(mask.reshape(-1, *([1] * (a.ndim - 1))), a, b)
 
 
-class _Edge:
-    """End points of the chains' trajectories: position, momentum, velocity, U, ∇U."""
+class _Edge(NamedTuple):
+    """Points of the chains' trajectories, one row per chain: w, p, v = M⁻¹p, U, ∇U."""
 
-    def __init__(self, w: Tensor, p: Tensor, v: Tensor, u: Tensor, g: Tensor):
-        self.w, self.p, self.v, self.u, self.g = w, p, v, u, g
+    w: Tensor
+    p: Tensor
+    v: Tensor
+    u: Tensor
+    g: Tensor
 
     def where(self, mask: Tensor, other: _Edge) -> _Edge:
-        return _Edge(*(_where(mask, a, b) for a, b in zip(self.fields(), other.fields())))
+        return _Edge(*(_where(mask, a, b) for a, b in zip(self, other)))
 
-    def fields(self) -> tuple[Tensor, ...]:
-        return self.w, self.p, self.v, self.u, self.g
+
+class _Subtrees(NamedTuple):
+    """What :func:`_build_subtrees` returns; every field has one row per chain."""
+
+    valid: Tensor
+    diverging: Tensor
+    first: _Edge
+    last: _Edge
+    proposal: _Edge
+    proposal_kinetic: Tensor
+    momentum_sum: Tensor
+    log_weight: Tensor
+    sum_accept: Tensor
+    num_leaves: Tensor
+
+
+def _log_uniforms(generators: Sequence[torch.Generator], live: list[bool], size: int, device):
+    """``log U`` of one block of ``size`` float64 uniforms per live chain (0 for the others).
+
+    Each live chain draws from its own generator exactly as the single-chain kernel
+    does, so the streams stay aligned with that kernel's.
+    """
+    rows = [
+        torch.rand(size, generator=g, dtype=torch.float64, device=g.device).to(device)
+        if a
+        else torch.ones(size, dtype=torch.float64, device=device)
+        for g, a in zip(generators, live)
+    ]
+    return torch.stack(rows).log()
 
 
 def batched_nuts_step(
@@ -86,92 +115,102 @@ def batched_nuts_step(
 ) -> tuple[BatchedState, list[dict]]:
     """One NUTS transition of every chain.
 
-    The statistics are those of :func:`bnn_mcmc.kernels.nuts.nuts_step`.
+    Every per-chain quantity (energies, log weights, acceptance sums, leaf counts,
+    flags) is a tensor with one entry per chain on the chains' device; the host sees
+    one boolean row per leaf (which chains are still building) and one per doubling,
+    never a per-chain value.  The statistics are those of
+    :func:`bnn_mcmc.kernels.nuts.nuts_step`.
     """
     num_chains = len(generators)
     device = state.position.device
+    f64 = torch.float64
     metric = stack_metrics(metrics)
     momentum = torch.stack([m.sample_momentum(g) for m, g in zip(metrics, generators)])
     velocity = metric.velocity(momentum)
-    kinetic0 = metric.kinetic_energy(momentum, velocity).tolist()
-    potential0 = state.potential.tolist()
+    kinetic0 = metric.kinetic_energy(momentum, velocity)
+    potential0 = state.potential.to(f64)
     root = _Edge(state.position, momentum, velocity, state.potential, state.grad)
     left = right = sample = root
-    sample_kinetic = list(kinetic0)
-    momentum_sum = momentum.to(torch.float64)
-    log_weight = [0.0] * num_chains
-    sum_accept = [0.0] * num_chains
-    num_leaves = [0] * num_chains
-    depth = [0] * num_chains
-    diverging = [False] * num_chains
-    active = [True] * num_chains
+    sample_kinetic = kinetic0
+    momentum_sum = momentum.to(f64)
+    zeros = torch.zeros(num_chains, dtype=f64, device=device)
+    log_weight, sum_accept = zeros, zeros
+    num_leaves = torch.zeros(num_chains, dtype=torch.long, device=device)
+    depth = torch.zeros_like(num_leaves)
+    diverging = torch.zeros(num_chains, dtype=torch.bool, device=device)
+    active = ~diverging
+    active_host = [True] * num_chains
     step = torch.tensor(step_sizes, dtype=state.position.dtype, device=device)[:, None]
-    d = 0
-    while d < max_tree_depth and any(active):
-        forward_list = [uniform(g) < 0.5 if a else True for g, a in zip(generators, active)]
-        forward = torch.tensor(forward_list, device=device)
+    for d in range(max_tree_depth):
+        if not any(active_host):
+            break
+        forward = torch.tensor(
+            [uniform(g) < 0.5 if a else True for g, a in zip(generators, active_host)],
+            device=device,
+        )
         edge, far = right.where(forward, left), left.where(forward, right)
-        signed = torch.where(forward[:, None], step, -step)
         sub = _build_subtrees(
             edge,
-            signed,
+            torch.where(forward[:, None], step, -step),
             d,
             potential0,
             kinetic0,
             generators,
-            list(active),
+            active,
+            active_host,
             potential,
             metric,
             max_delta_energy,
         )
-        valid, take = [False] * num_chains, [False] * num_chains
-        for c in range(num_chains):
-            if not active[c]:
-                continue
-            sum_accept[c] += sub["sum_accept"][c]
-            num_leaves[c] += sub["num_leaves"][c]
-            if not sub["valid"][c]:
-                diverging[c] = sub["diverging"][c]
-                active[c] = False
-                continue
-            valid[c] = True
-            depth[c] += 1
-            take[c] = math.log(uniform(generators[c])) < sub["log_weight"][c] - log_weight[c]
-            if take[c]:
-                sample_kinetic[c] = sub["proposal_kinetic"][c]
-            log_weight[c] = log_add(log_weight[c], sub["log_weight"][c])
-        valid_t = torch.tensor(valid, device=device)
-        take_t = torch.tensor(take, device=device) & valid_t
-        sample = sub["proposal"].where(take_t, sample)
-        first, last, sub_sum = sub["first"], sub["last"], sub["momentum_sum"]
-        turned_t, total = _merge_turning_rows(
+        sum_accept = sum_accept + torch.where(active, sub.sum_accept, 0.0)
+        num_leaves = num_leaves + torch.where(active, sub.num_leaves, 0)
+        diverging = diverging | (active & sub.diverging)
+        valid = active & sub.valid
+        valid_host = valid.tolist()
+        depth = depth + valid
+        # the biased-progressive choice: one uniform per chain whose subtree is valid
+        log_u = torch.tensor(
+            [math.log(uniform(g)) if v else 0.0 for g, v in zip(generators, valid_host)],
+            dtype=f64,
+            device=device,
+        )
+        take = valid & (log_u < sub.log_weight - log_weight)
+        sample = sub.proposal.where(take, sample)
+        sample_kinetic = torch.where(take, sub.proposal_kinetic, sample_kinetic)
+        log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
+        turned, total = _merge_turning_rows(
             TOP_COMBINATION,
-            [momentum_sum, sub_sum, first.p, edge.p],
-            [far.v, last.v, first.v, edge.v],
+            [momentum_sum, sub.momentum_sum, sub.first.p, edge.p],
+            [far.v, sub.last.v, sub.first.v, edge.v],
         )
-        turned = turned_t.tolist()
-        momentum_sum = _where(valid_t, total, momentum_sum)
-        right = last.where(valid_t & forward, right)
-        left = last.where(valid_t & ~forward, left)
-        for c in range(num_chains):
-            if valid[c] and turned[c]:
-                active[c] = False
-        d += 1
-    sample_u = sample.u.tolist()
-    infos = []
-    for c in range(num_chains):
-        delta = (sample_u[c] - potential0[c]) + (sample_kinetic[c] - kinetic0[c])
-        infos.append(
-            {
-                "acceptance_rate": sum_accept[c] / max(num_leaves[c], 1),
-                "diverging": diverging[c],
-                "energy": sample_u[c] + sample_kinetic[c],
-                "energy_error": delta,
-                "n_steps": num_leaves[c],
-                "tree_depth": depth[c],
-                "reached_max_tree_depth": depth[c] >= max_tree_depth,
-            }
-        )
+        momentum_sum = _where(valid, total, momentum_sum)
+        right = sub.last.where(valid & forward, right)
+        left = sub.last.where(valid & ~forward, left)
+        active = valid & ~turned
+        active_host = active.tolist()
+    sample_u = sample.u.to(f64)
+    stats = torch.stack(
+        [
+            sum_accept / num_leaves.clamp(min=1),
+            diverging.to(f64),
+            sample_u + sample_kinetic,
+            (sample_u - potential0) + (sample_kinetic - kinetic0),
+            num_leaves.to(f64),
+            depth.to(f64),
+        ]
+    ).tolist()  # the transition's one transfer of statistics to the host
+    infos = [
+        {
+            "acceptance_rate": stats[0][c],
+            "diverging": bool(stats[1][c]),
+            "energy": stats[2][c],
+            "energy_error": stats[3][c],
+            "n_steps": int(stats[4][c]),
+            "tree_depth": int(stats[5][c]),
+            "reached_max_tree_depth": int(stats[5][c]) >= max_tree_depth,
+        }
+        for c in range(num_chains)
+    ]
     return BatchedState(sample.w, sample.u, sample.g), infos
 
 
@@ -179,100 +218,88 @@ def _build_subtrees(
     edge: _Edge,
     step: Tensor,
     depth: int,
-    potential0: list[float],
-    kinetic0: list[float],
+    potential0: Tensor,
+    kinetic0: Tensor,
     generators: Sequence[torch.Generator],
-    alive: list[bool],
+    alive: Tensor,
+    alive_host: list[bool],
     potential: BatchedPotential,
     metric: Metric,
     max_delta_energy: float,
-) -> dict:
-    """Extend every live chain by :math:`2^{depth}` leaves (see ``_build_subtree`` of NUTS)."""
-    num_chains = len(alive)
-    device = edge.w.device
+) -> _Subtrees:
+    """Extend every live chain by :math:`2^{depth}` leaves (see ``_build_subtree`` of NUTS).
+
+    ``alive`` (a tensor) and ``alive_host`` (the same flags as a list) mark the chains
+    that build; the others are carried along unchanged and never evaluated.
+    """
+    f64 = torch.float64
     levels = depth + 1
-    start_p, start_v, start_sum = [None] * levels, [None] * levels, [None] * levels
-    before_p, before_v = [None] * levels, [None] * levels
-    msum = torch.zeros_like(edge.p, dtype=torch.float64)
+    start_p: list = [None] * levels
+    start_v: list = [None] * levels
+    start_sum: list = [None] * levels
+    before_p: list = [None] * levels
+    before_v: list = [None] * levels
+    msum = torch.zeros_like(edge.p, dtype=f64)
     prev_p, prev_v = edge.p, edge.v
-    current = edge
-    first = proposal = edge
-    proposal_kinetic = [0.0] * num_chains
-    log_weight = [-math.inf] * num_chains
-    sum_accept = [0.0] * num_chains
-    num_leaves = [0] * num_chains
-    diverging = [False] * num_chains
-    # one block of uniforms per live chain and subtree, as the single-chain kernel draws them
-    uniforms = [
-        torch.rand(2**depth, generator=g, dtype=torch.float64, device=g.device).tolist()
-        if a
-        else None
-        for g, a in zip(generators, alive)
-    ]
+    current = first = proposal = edge
+    proposal_kinetic = torch.zeros_like(kinetic0)
+    log_weight = torch.full_like(kinetic0, -math.inf)
+    sum_accept = torch.zeros_like(kinetic0)
+    num_leaves = torch.zeros(alive.shape, dtype=torch.long, device=alive.device)
+    diverging = torch.zeros_like(alive)
+    log_u = _log_uniforms(generators, alive_host, 2**depth, alive.device)
     for n in range(2**depth):
-        if not any(alive):
+        if n and not any(alive_host := alive.tolist()):  # one host transfer per leaf
             break
-        moved, p, _ = batched_leapfrog(
-            BatchedState(current.w, current.u, current.g),
-            current.p,
-            step,
-            1,
-            metric,
-            potential,
-            rows=[c for c in range(num_chains) if alive[c]],
-        )
+        rows = [c for c, a in enumerate(alive_host) if a]
+        # one leapfrog step of every live chain, as batched_leapfrog with num_steps=1
+        p = torch.addcmul(current.p, step, current.g, value=-0.5)
+        w = torch.addcmul(current.w, step, metric.velocity(p))
+        u, g = potential.value_and_grad(w, rows)
+        p = torch.addcmul(p, step, g, value=-0.5)
         v = metric.velocity(p)
-        kinetic = metric.kinetic_energy(p, v).tolist()
-        u = moved.potential.tolist()
-        leaf = _Edge(moved.position, p, v, moved.potential, moved.grad)
-        take = [False] * num_chains
-        for c in range(num_chains):
-            if not alive[c]:
-                continue
-            num_leaves[c] = n + 1
-            delta = (u[c] - potential0[c]) + (kinetic[c] - kinetic0[c])
-            if not math.isfinite(u[c]) or not delta <= max_delta_energy:
-                alive[c], diverging[c] = False, True
-                sum_accept[c] += leaf_acceptance(delta)  # as Stan, divergent too
-                continue
-            sum_accept[c] += leaf_acceptance(delta)
-            new_log_weight = log_add(log_weight[c], -delta)
-            if math.log(uniforms[c][n]) < -delta - new_log_weight:
-                take[c] = True
-                proposal_kinetic[c] = kinetic[c]
-            log_weight[c] = new_log_weight
-        live = torch.tensor(alive, device=device)
+        kinetic = metric.kinetic_energy(p, v)
+        delta = (u - potential0) + (kinetic - kinetic0)
+        num_leaves = torch.where(alive, n + 1, num_leaves)
+        # a leaf's acceptance term min(1, exp(-delta)), 0 for NaN; divergent leaves count too
+        accept = torch.where(delta.isnan(), 0.0, torch.exp(-delta.clamp(min=0.0)))
+        sum_accept = sum_accept + torch.where(alive, accept, 0.0)
+        fine = torch.isfinite(u) & (delta <= max_delta_energy)  # False for NaN
+        diverging = diverging | (alive & ~fine)
+        alive = alive & fine
+        new_log_weight = torch.logaddexp(log_weight, -delta)
+        take = alive & (log_u[:, n] < -delta - new_log_weight)
+        proposal_kinetic = torch.where(take, kinetic, proposal_kinetic)
+        log_weight = torch.where(alive, new_log_weight, log_weight)
+        leaf = _Edge(w, p, v, u, g)
         if n == 0:
             first = leaf
-        proposal = leaf.where(torch.tensor(take, device=device), proposal)
-        current = leaf.where(live, current)
+        proposal = leaf.where(take, proposal)
+        current = leaf.where(alive, current)
         for k in range(levels):
             if n % (1 << k) == 0:
                 start_p[k], start_v[k], start_sum[k] = p, v, msum
                 before_p[k], before_v[k] = prev_p, prev_v
         msum = msum + p
-        turned = torch.zeros(num_chains, dtype=torch.bool, device=device)
         for k in range(1, levels):
             if (n + 1) % (1 << k):
                 break
-            turned |= _merge_turning_rows(
+            turned, _ = _merge_turning_rows(
                 SUBTREE_COMBINATION,
                 [msum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
                 [start_v[k], v, start_v[k - 1], before_v[k - 1]],
-            )[0]
-        for c, t in enumerate(turned.tolist()):
-            if t and alive[c]:
-                alive[c] = False
+            )
+            alive = alive & ~turned
         prev_p, prev_v = p, v
-    return {
-        "valid": list(alive),
-        "diverging": diverging,
-        "first": first,
-        "last": current,
-        "proposal": proposal,
-        "proposal_kinetic": proposal_kinetic,
-        "momentum_sum": msum,
-        "log_weight": log_weight,
-        "sum_accept": sum_accept,
-        "num_leaves": num_leaves,
-    }
+    return _Subtrees(
+        alive,
+        diverging,
+        first,
+        current,
+        proposal,
+        proposal_kinetic,
+        msum,
+        log_weight,
+        sum_accept,
+        num_leaves,
+    )
