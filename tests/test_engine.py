@@ -161,3 +161,182 @@ def test_num_grad_evals_equals_real_evaluations(backend, chain_type):
     m.warmup(40)
     m.simulate_chains(30)
     assert sum(c.num_grad_evals for c in m.chains) == single.rows + batched.rows
+
+
+# ------------------------------------------------------------- one chain through the batch
+def _scalar_and_batched_nuts(potential_1d, potential_2d, dim, steps, seed, step, **kw):
+    from bnn_mcmc.kernels.batched_hmc import BatchedState
+    from bnn_mcmc.kernels.batched_nuts import batched_nuts_step
+    from bnn_mcmc.kernels.nuts import nuts_step
+    from bnn_mcmc.kernels.potential import Potential
+
+    w0 = torch.linspace(-1.0, 1.5, dim, dtype=torch.float64)
+    metric = make_metric(torch.linspace(0.5, 2.0, dim, dtype=torch.float64), dim, w0.dtype, "cpu")
+    single = Potential(potential_1d)
+    batched = BatchedPotential(potential_2d, 1)
+    state = single.value_and_grad(w0)
+    bstate = BatchedState(
+        w0[None], torch.tensor([state.potential], dtype=torch.float64), state.grad[None]
+    )
+    g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    out1, out2 = [], []
+    for _ in range(steps):
+        state, info = nuts_step(state, g1, single, metric, step, **kw)
+        bstate, (binfo,) = batched_nuts_step(bstate, [g2], [metric], batched, [step], **kw)
+        out1.append((state.position.clone(), info))
+        out2.append((bstate.position[0].clone(), binfo))
+    return out1, out2
+
+
+def test_one_chain_through_the_batched_nuts_kernel_equals_the_scalar_kernel_bit_for_bit():
+    def funnelish(w):  # curvature that varies, so trees of many depths and some divergences
+        return 0.5 * (w[0] ** 2 / 4.0) + 0.5 * (w[1:] ** 2 * torch.exp(-w[0])).sum()
+
+    def funnelish_rows(W):
+        return 0.5 * (W[:, 0] ** 2 / 4.0) + 0.5 * (W[:, 1:] ** 2 * torch.exp(-W[:, :1])).sum(-1)
+
+    scalar, batched = _scalar_and_batched_nuts(
+        funnelish, funnelish_rows, 5, 150, 11, 1.1, max_tree_depth=6
+    )
+    depths = {info["tree_depth"] for _, info in scalar}
+    assert len(depths) >= 3 and any(info["diverging"] for _, info in scalar)
+    for (w1, i1), (w2, i2) in zip(scalar, batched):
+        assert torch.equal(w1, w2)
+        assert i1 == i2
+
+
+def test_dense_metrics_run_in_lockstep():
+    # correlated Gaussian: the dense warmup must learn the correlation, and the
+    # vectorized run must match the sequential one in distribution
+    cov = torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+
+    def u(w):
+        return 0.5 * w @ prec @ w
+
+    def u_rows(W):
+        return 0.5 * ((W @ prec) * W).sum(-1)
+
+    starts = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    m = MultiChainHMC(
+        starts, u, "nuts", seed=4, backend="vectorized", batched_pot_energy_func=u_rows
+    )
+    m.warmup(300, adapt_mass="dense")
+    m.simulate_chains(300)
+    for c in m.chains:
+        assert c.metric.inv_mass.shape == (2, 2)
+        assert abs(float(c.metric.inv_mass[0, 1]) - 0.9) < 0.45
+    draws = m.samples().reshape(-1, 2)
+    import arviz as az
+
+    ess = float(az.ess(m.to_inference_data())["w"].min())
+    assert ess > 200
+    corr = torch.corrcoef(draws.T)[0, 1]
+    assert abs(float(corr) - 0.9) < 6 * (1 - 0.81) / ess**0.5 + 0.02
+
+
+# ------------------------------------------------------------- vectorized resume
+def _weighted(W):
+    return 0.5 * (W**2 * torch.arange(1, W.shape[-1] + 1, dtype=W.dtype)).sum(-1)
+
+
+class _KillAt:
+    """A batched potential that raises KeyboardInterrupt (a kill) at its n-th call."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def __call__(self, W):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt("killed")
+        return _weighted(W)
+
+
+@pytest.mark.parametrize(
+    "chain_type, kill_at", [("nuts", 300), ("nuts", 700), ("hmc", 200), ("hmc", 420)]
+)
+def test_vectorized_resume_is_bit_identical(tmp_path, chain_type, kill_at):
+    # kills in warmup (first of each pair) and in sampling; checkpoints every 7 transitions
+    starts = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = {"max_tree_depth": 5} if chain_type == "nuts" else {"num_steps": 5}
+
+    def run(folder, batched):
+        m = MultiChainHMC(
+            starts, _weighted, chain_type, seed=3, backend="vectorized",
+            batched_pot_energy_func=batched, output_dir=folder, checkpoint_every=7, **kw,
+        )
+        m.warmup(60)
+        m.simulate_chains(40)
+        return m
+
+    reference = run(tmp_path / "a", _weighted)
+    killer = _KillAt(kill_at)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", killer)
+    resumed = MultiChainHMC.resume(
+        tmp_path / "b", _weighted, backend="vectorized", batched_pot_energy_func=_weighted
+    )
+    if resumed.samples().shape[1] == 0:  # killed in warmup: resume finished that call only
+        resumed.simulate_chains(40)
+    assert torch.equal(reference.samples(), resumed.samples())
+    for a, b in zip(reference.chains, resumed.chains):
+        assert torch.equal(a.warmup_trajectory, b.warmup_trajectory)
+        assert a.step_size == b.step_size and a.num_grad_evals == b.num_grad_evals
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_chain_through_the_batched_hmc_kernel_equals_the_scalar_kernel_bit_for_bit(dtype):
+    from bnn_mcmc.kernels.batched_hmc import BatchedState, batched_hmc_step
+    from bnn_mcmc.kernels.hmc import hmc_step
+    from bnn_mcmc.kernels.potential import Potential
+
+    def f1(w):
+        return 0.5 * (w[0] ** 2 / 4.0) + 0.5 * (w[1:] ** 2 * torch.exp(-w[0])).sum()
+
+    def f2(W):
+        return 0.5 * (W[:, 0] ** 2 / 4.0) + 0.5 * (W[:, 1:] ** 2 * torch.exp(-W[:, :1])).sum(-1)
+
+    w0 = torch.linspace(-1.0, 1.5, 5, dtype=dtype)
+    metric = make_metric(torch.linspace(0.5, 2.0, 5, dtype=dtype), 5, dtype, "cpu")
+    single, batched = Potential(f1), BatchedPotential(f2, 1)
+    state = single.value_and_grad(w0)
+    bstate = BatchedState(
+        w0[None], torch.tensor([state.potential], dtype=torch.float64), state.grad[None]
+    )
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    accepted = 0
+    for _ in range(200):
+        state, info = hmc_step(state, g1, single, metric, 1.3, 7)
+        bstate, (binfo,) = batched_hmc_step(bstate, [g2], [metric], batched, [1.3], 7)
+        assert torch.equal(state.position, bstate.position[0]) and info == binfo
+        accepted += info["accepted"]
+    assert 20 < accepted < 190  # both branches exercised
+
+
+def _holey(w):
+    """A Gaussian with a NaN hole (a region where the potential fails), 1-D."""
+    u = 0.5 * (w**2 * torch.arange(1, w.shape[-1] + 1, dtype=w.dtype)).sum(-1)
+    return torch.where(w[..., 0] > 1.2, torch.nan, u)
+
+
+@pytest.mark.parametrize("chain_type", ["hmc", "nuts"])
+def test_vectorized_equals_sequential_bit_for_bit_on_a_gaussian_with_nan_divergences(chain_type):
+    starts = torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    starts[:, 0] = -0.5
+    kw = {"num_steps": 6} if chain_type == "hmc" else {"max_tree_depth": 6}
+    runs = {}
+    for backend in ("sequential", "vectorized"):
+        extra = {"batched_pot_energy_func": _holey} if backend == "vectorized" else {}
+        m = MultiChainHMC(starts, _holey, chain_type, seed=9, backend=backend, **kw, **extra)
+        m.warmup(120)
+        m.simulate_chains(60)
+        runs[backend] = m
+    seq, vec = runs["sequential"], runs["vectorized"]
+    assert sum(int(c.stats["diverging"].sum()) for c in seq.chains) > 0  # NaN hole was hit
+    assert torch.equal(seq.samples(), vec.samples())
+    for a, b in zip(seq.chains, vec.chains):
+        assert torch.equal(a.warmup_trajectory, b.warmup_trajectory)
+        assert a.step_size == b.step_size and a.num_grad_evals == b.num_grad_evals
+        for name in a.stats:
+            assert torch.equal(a.stats[name], b.stats[name]), name

@@ -57,9 +57,7 @@ def dual_averaging_update(state: DualAveragingState, accept_stat, target: float)
     log_step = state.mu - np.sqrt(t) / state.gamma * gap_avg
     weight = t ** (-state.kappa)
     log_step_avg = weight * log_step + (1.0 - weight) * state.log_step_avg
-    return state._replace(
-        log_step=log_step, log_step_avg=log_step_avg, gap_avg=gap_avg, count=t
-    )
+    return state._replace(log_step=log_step, log_step_avg=log_step_avg, gap_avg=gap_avg, count=t)
 
 
 def dual_averaging_final(state: DualAveragingState):

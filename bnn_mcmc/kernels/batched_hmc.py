@@ -103,12 +103,17 @@ class BatchedPotential:
         non-finite values make its next momentum, hence its energy error,
         non-finite, and the kernels treat that as a divergence of that chain alone.
         """
-        self.num_evals += 1
         num = positions.shape[0]
         subset = rows is not None and len(rows) < num
         index = list(range(num)) if rows is None else list(rows)
+        if not index:  # every chain has stopped: nothing to evaluate
+            return (
+                torch.full((num,), math.inf, dtype=torch.float64, device=positions.device),
+                torch.zeros_like(positions),
+            )
+        self.num_evals += 1
         self._count(index)
-        idx = torch.tensor(index, device=positions.device) if subset else None
+        idx = torch.tensor(index, dtype=torch.long, device=positions.device) if subset else None
         x = positions[idx] if subset else positions
         try:
             u, g = self._evaluate(x)

@@ -11,10 +11,17 @@ are ignored until the slowest chain finishes.  The cost of a transition is
 therefore that of the longest tree in the batch.
 
 Each chain draws its random numbers from its own generator in the same order
-as the single-chain kernel (momentum, direction, one uniform per valid leaf,
-one per accepted subtree), so with a potential that rounds identically the two
-give the same draws; a batched potential usually rounds slightly differently,
-and the two then agree in distribution.
+as the single-chain kernel (momentum, direction, one block of uniforms per
+subtree, one uniform per accepted subtree), and every energy, weight and U-turn
+product is computed by the same float64 row-wise operations, so one chain
+through this kernel equals :func:`bnn_mcmc.kernels.nuts.nuts_step` bit for bit
+(tested); with several chains each row's arithmetic is independent of the
+others, and only the batched potential may round differently from a chain
+evaluated alone.
+
+Per-chain quantities live in tensors on the chains' device; the host reads one
+boolean row per leaf (which chains still build, to skip finished rows) and one
+per doubling (for the generators), never a per-chain float.
 
 References
 ----------
@@ -31,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog, stack_metrics
+from .batched_hmc import BatchedPotential, BatchedState, stack_metrics
 from .hmc import uniform
 from .metrics import Metric
 from .uturn import (
@@ -39,22 +46,35 @@ from .uturn import (
     TOP_COMBINATION,
     TURNING_PAIRS,
     combination,
+    leaf_acceptance,
+    log_add,
 )
 
 
 def _merge_turning_rows(
     rows: tuple, sums: list[Tensor], velocities: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """Per-chain form of the single-chain kernel's merge check for ``(C, dim)`` rows.
+    """Per-chain form of the single-chain kernel's merge check for float64 ``(C, dim)`` rows.
 
     Returns ``(turning, rho)`` with a boolean ``(C,)`` and the merged momentum sums ``(C, dim)``.
+    Seven tensor operations whatever the number of chains.
     """
-    f64 = torch.float64
-    stacked = torch.stack([s.to(f64) for s in sums])
+    stacked = torch.stack(sums)
     rhos = torch.einsum("ij,jcd->icd", combination(rows, stacked), stacked)
-    dots = torch.einsum("icd,jcd->cij", rhos, torch.stack([v.to(f64) for v in velocities]))
-    turning = torch.stack([dots[:, i, j] <= 0 for i, j in TURNING_PAIRS]).any(0)
-    return turning, rhos[0]
+    dots = torch.einsum("icd,jcd->cij", rhos, torch.stack(velocities))
+    i, j = _turning_index(dots.device)
+    return (dots[:, i, j] <= 0).any(-1), rhos[0]
+
+
+def _turning_index(device: torch.device) -> tuple[Tensor, Tensor]:
+    key = ("turning-index", device)
+    if key not in _INDEX:
+        pairs = torch.tensor(TURNING_PAIRS, device=device)
+        _INDEX[key] = (pairs[:, 0], pairs[:, 1])
+    return _INDEX[key]
+
+
+_INDEX: dict = {}
 
 
 def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -74,34 +94,30 @@ class _Edge(NamedTuple):
         return _Edge(*(_where(mask, a, b) for a, b in zip(self, other)))
 
 
-class _Subtrees(NamedTuple):
-    """What :func:`_build_subtrees` returns; every field has one row per chain."""
+class _Point(NamedTuple):
+    """A candidate sample of every chain: position, U, ∇U (no momentum needed)."""
 
-    valid: Tensor
-    diverging: Tensor
+    w: Tensor
+    u: Tensor
+    g: Tensor
+
+    def where(self, mask: Tensor, other: _Point) -> _Point:
+        return _Point(*(_where(mask, a, b) for a, b in zip(self, other)))
+
+
+class _Subtrees(NamedTuple):
+    """What :func:`_build_subtrees` returns: tensors have one row per chain, lists one entry."""
+
+    valid: list[bool]
+    diverging: list[bool]
     first: _Edge
     last: _Edge
-    proposal: _Edge
-    proposal_kinetic: Tensor
+    proposal: _Point
+    proposal_kinetic: list[float]
     momentum_sum: Tensor
-    log_weight: Tensor
-    sum_accept: Tensor
-    num_leaves: Tensor
-
-
-def _log_uniforms(generators: Sequence[torch.Generator], live: list[bool], size: int, device):
-    """``log U`` of one block of ``size`` float64 uniforms per live chain (0 for the others).
-
-    Each live chain draws from its own generator exactly as the single-chain kernel
-    does, so the streams stay aligned with that kernel's.
-    """
-    rows = [
-        torch.rand(size, generator=g, dtype=torch.float64, device=g.device).to(device)
-        if a
-        else torch.ones(size, dtype=torch.float64, device=device)
-        for g, a in zip(generators, live)
-    ]
-    return torch.stack(rows).log()
+    log_weight: list[float]
+    sum_accept: list[float]
+    num_leaves: list[int]
 
 
 def batched_nuts_step(
@@ -115,11 +131,12 @@ def batched_nuts_step(
 ) -> tuple[BatchedState, list[dict]]:
     """One NUTS transition of every chain.
 
-    Every per-chain quantity (energies, log weights, acceptance sums, leaf counts,
-    flags) is a tensor with one entry per chain on the chains' device; the host sees
-    one boolean row per leaf (which chains are still building) and one per doubling,
-    never a per-chain value.  The statistics are those of
-    :func:`bnn_mcmc.kernels.nuts.nuts_step`.
+    Vectors (positions, momenta, gradients, momentum sums) are ``(C, dim)`` tensors on
+    the chains' device; the per-chain scalars that drive the tree (energy errors, log
+    weights, acceptance sums) come to the host in one transfer per leaf for all chains
+    and are combined there with the single-chain kernel's own float64 arithmetic, so
+    every chain's draws equal those of :func:`bnn_mcmc.kernels.nuts.nuts_step` bit for
+    bit whenever the batched potential rounds as the single-chain one.
     """
     num_chains = len(generators)
     device = state.position.device
@@ -127,90 +144,82 @@ def batched_nuts_step(
     metric = stack_metrics(metrics)
     momentum = torch.stack([m.sample_momentum(g) for m, g in zip(metrics, generators)])
     velocity = metric.velocity(momentum)
-    kinetic0 = metric.kinetic_energy(momentum, velocity)
-    potential0 = state.potential.to(f64)
+    kinetic0_t = 0.5 * (momentum.to(f64) * velocity.to(f64)).sum(-1)
+    potential0_t = state.potential.to(f64)
+    kinetic0, potential0 = kinetic0_t.tolist(), potential0_t.tolist()
     root = _Edge(state.position, momentum, velocity, state.potential, state.grad)
-    left = right = sample = root
-    sample_kinetic = kinetic0
+    left = right = root
+    sample = _Point(root.w, root.u, root.g)
+    sample_kinetic = list(kinetic0)
     momentum_sum = momentum.to(f64)
-    zeros = torch.zeros(num_chains, dtype=f64, device=device)
-    log_weight, sum_accept = zeros, zeros
-    num_leaves = torch.zeros(num_chains, dtype=torch.long, device=device)
-    depth = torch.zeros_like(num_leaves)
-    diverging = torch.zeros(num_chains, dtype=torch.bool, device=device)
-    active = ~diverging
-    active_host = [True] * num_chains
+    log_weight = [0.0] * num_chains
+    sum_accept = [0.0] * num_chains
+    num_leaves = [0] * num_chains
+    depth = [0] * num_chains
+    diverging = [False] * num_chains
+    active = [True] * num_chains
     step = torch.tensor(step_sizes, dtype=state.position.dtype, device=device)[:, None]
     for d in range(max_tree_depth):
-        if not any(active_host):
+        if not any(active):
             break
-        forward = torch.tensor(
-            [uniform(g) < 0.5 if a else True for g, a in zip(generators, active_host)],
-            device=device,
-        )
+        forward_host = [uniform(g) < 0.5 if a else True for g, a in zip(generators, active)]
+        forward = torch.tensor(forward_host, device=device)
         edge, far = right.where(forward, left), left.where(forward, right)
         sub = _build_subtrees(
             edge,
             torch.where(forward[:, None], step, -step),
             d,
-            potential0,
-            kinetic0,
+            (potential0_t, kinetic0_t),
             generators,
-            active,
-            active_host,
+            list(active),
             potential,
             metric,
             max_delta_energy,
         )
-        sum_accept = sum_accept + torch.where(active, sub.sum_accept, 0.0)
-        num_leaves = num_leaves + torch.where(active, sub.num_leaves, 0)
-        diverging = diverging | (active & sub.diverging)
-        valid = active & sub.valid
-        valid_host = valid.tolist()
-        depth = depth + valid
-        # the biased-progressive choice: one uniform per chain whose subtree is valid
-        log_u = torch.tensor(
-            [math.log(uniform(g)) if v else 0.0 for g, v in zip(generators, valid_host)],
-            dtype=f64,
-            device=device,
-        )
-        take = valid & (log_u < sub.log_weight - log_weight)
-        sample = sub.proposal.where(take, sample)
-        sample_kinetic = torch.where(take, sub.proposal_kinetic, sample_kinetic)
-        log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
+        valid, take = [False] * num_chains, [False] * num_chains
+        for c in range(num_chains):
+            if not active[c]:
+                continue
+            sum_accept[c] += sub.sum_accept[c]
+            num_leaves[c] += sub.num_leaves[c]
+            if not sub.valid[c]:
+                diverging[c] = sub.diverging[c]
+                active[c] = False
+                continue
+            valid[c] = True
+            depth[c] += 1
+            take[c] = math.log(uniform(generators[c])) < sub.log_weight[c] - log_weight[c]
+            if take[c]:
+                sample_kinetic[c] = sub.proposal_kinetic[c]
+            log_weight[c] = log_add(log_weight[c], sub.log_weight[c])
+        valid_t = torch.tensor(valid, device=device)
+        sample = sub.proposal.where(torch.tensor(take, device=device), sample)
         turned, total = _merge_turning_rows(
             TOP_COMBINATION,
-            [momentum_sum, sub.momentum_sum, sub.first.p, edge.p],
-            [far.v, sub.last.v, sub.first.v, edge.v],
+            [momentum_sum, sub.momentum_sum, sub.first.p.to(f64), edge.p.to(f64)],
+            [x.to(f64) for x in (far.v, sub.last.v, sub.first.v, edge.v)],
         )
-        momentum_sum = _where(valid, total, momentum_sum)
-        right = sub.last.where(valid & forward, right)
-        left = sub.last.where(valid & ~forward, left)
-        active = valid & ~turned
-        active_host = active.tolist()
-    sample_u = sample.u.to(f64)
-    stats = torch.stack(
-        [
-            sum_accept / num_leaves.clamp(min=1),
-            diverging.to(f64),
-            sample_u + sample_kinetic,
-            (sample_u - potential0) + (sample_kinetic - kinetic0),
-            num_leaves.to(f64),
-            depth.to(f64),
-        ]
-    ).tolist()  # the transition's one transfer of statistics to the host
-    infos = [
-        {
-            "acceptance_rate": stats[0][c],
-            "diverging": bool(stats[1][c]),
-            "energy": stats[2][c],
-            "energy_error": stats[3][c],
-            "n_steps": int(stats[4][c]),
-            "tree_depth": int(stats[5][c]),
-            "reached_max_tree_depth": int(stats[5][c]) >= max_tree_depth,
-        }
-        for c in range(num_chains)
-    ]
+        momentum_sum = _where(valid_t, total, momentum_sum)
+        right = sub.last.where(valid_t & forward, right)
+        left = sub.last.where(valid_t & ~forward, left)
+        for c, t in enumerate(turned.tolist()):  # one transfer per doubling
+            if valid[c] and t:
+                active[c] = False
+    sample_u = sample.u.tolist()
+    infos = []
+    for c in range(num_chains):
+        delta = (sample_u[c] - potential0[c]) + (sample_kinetic[c] - kinetic0[c])
+        infos.append(
+            {
+                "acceptance_rate": sum_accept[c] / max(num_leaves[c], 1),
+                "diverging": diverging[c],
+                "energy": sample_u[c] + sample_kinetic[c],
+                "energy_error": delta,
+                "n_steps": num_leaves[c],
+                "tree_depth": depth[c],
+                "reached_max_tree_depth": depth[c] >= max_tree_depth,
+            }
+        )
     return BatchedState(sample.w, sample.u, sample.g), infos
 
 
@@ -218,21 +227,23 @@ def _build_subtrees(
     edge: _Edge,
     step: Tensor,
     depth: int,
-    potential0: Tensor,
-    kinetic0: Tensor,
+    start_energy: tuple[Tensor, Tensor],
     generators: Sequence[torch.Generator],
-    alive: Tensor,
-    alive_host: list[bool],
+    alive: list[bool],
     potential: BatchedPotential,
     metric: Metric,
     max_delta_energy: float,
 ) -> _Subtrees:
     """Extend every live chain by :math:`2^{depth}` leaves (see ``_build_subtree`` of NUTS).
 
-    ``alive`` (a tensor) and ``alive_host`` (the same flags as a list) mark the chains
-    that build; the others are carried along unchanged and never evaluated.
+    ``alive`` marks the chains that build; the others are carried along unchanged and
+    never evaluated.  ``start_energy`` is ``(U_0, K_0)`` of the transition, ``(C,)``
+    float64 tensors.
     """
+    num_chains = len(alive)
+    device = edge.w.device
     f64 = torch.float64
+    potential0, kinetic0 = start_energy
     levels = depth + 1
     start_p: list = [None] * levels
     start_v: list = [None] * levels
@@ -240,59 +251,78 @@ def _build_subtrees(
     before_p: list = [None] * levels
     before_v: list = [None] * levels
     msum = torch.zeros_like(edge.p, dtype=f64)
-    prev_p, prev_v = edge.p, edge.v
-    current = first = proposal = edge
-    proposal_kinetic = torch.zeros_like(kinetic0)
-    log_weight = torch.full_like(kinetic0, -math.inf)
-    sum_accept = torch.zeros_like(kinetic0)
-    num_leaves = torch.zeros(alive.shape, dtype=torch.long, device=alive.device)
-    diverging = torch.zeros_like(alive)
-    log_u = _log_uniforms(generators, alive_host, 2**depth, alive.device)
+    prev_p, prev_v = edge.p.to(f64), edge.v.to(f64)
+    current = first = edge
+    proposal = _Point(edge.w, edge.u, edge.g)
+    proposal_kinetic = [0.0] * num_chains
+    log_weight = [-math.inf] * num_chains
+    sum_accept = [0.0] * num_chains
+    num_leaves = [0] * num_chains
+    diverging = [False] * num_chains
+    no_turn = torch.zeros(num_chains, dtype=torch.bool, device=device)
+    # one block of uniforms per live chain and subtree, as the single-chain kernel draws them
+    uniforms = [
+        torch.rand(2**depth, generator=g, dtype=f64, device=g.device).tolist() if a else None
+        for g, a in zip(generators, alive)
+    ]
     for n in range(2**depth):
-        if n and not any(alive_host := alive.tolist()):  # one host transfer per leaf
+        rows = [c for c in range(num_chains) if alive[c]]
+        if not rows:
             break
-        rows = [c for c, a in enumerate(alive_host) if a]
-        # one leapfrog step of every live chain, as batched_leapfrog with num_steps=1
+        # one leapfrog step of every live chain (the arithmetic of batched_leapfrog)
         p = torch.addcmul(current.p, step, current.g, value=-0.5)
         w = torch.addcmul(current.w, step, metric.velocity(p))
         u, g = potential.value_and_grad(w, rows)
         p = torch.addcmul(p, step, g, value=-0.5)
         v = metric.velocity(p)
-        kinetic = metric.kinetic_energy(p, v)
-        delta = (u - potential0) + (kinetic - kinetic0)
-        num_leaves = torch.where(alive, n + 1, num_leaves)
-        # a leaf's acceptance term min(1, exp(-delta)), 0 for NaN; divergent leaves count too
-        accept = torch.where(delta.isnan(), 0.0, torch.exp(-delta.clamp(min=0.0)))
-        sum_accept = sum_accept + torch.where(alive, accept, 0.0)
-        fine = torch.isfinite(u) & (delta <= max_delta_energy)  # False for NaN
-        diverging = diverging | (alive & ~fine)
-        alive = alive & fine
-        new_log_weight = torch.logaddexp(log_weight, -delta)
-        take = alive & (log_u[:, n] < -delta - new_log_weight)
-        proposal_kinetic = torch.where(take, kinetic, proposal_kinetic)
-        log_weight = torch.where(alive, new_log_weight, log_weight)
-        leaf = _Edge(w, p, v, u, g)
-        if n == 0:
-            first = leaf
-        proposal = leaf.where(take, proposal)
-        current = leaf.where(alive, current)
+        # float64 copies (no-ops for float64 chains) for the energy and the U-turn sums
+        p64, v64 = p.to(f64), v.to(f64)
+        kinetic_t = 0.5 * (p64 * v64).sum(-1)
+        delta_t = (u - potential0) + (kinetic_t - kinetic0)
         for k in range(levels):
             if n % (1 << k) == 0:
-                start_p[k], start_v[k], start_sum[k] = p, v, msum
+                start_p[k], start_v[k], start_sum[k] = p64, v64, msum
                 before_p[k], before_v[k] = prev_p, prev_v
-        msum = msum + p
+        msum = msum + p64
+        turned_t = no_turn
         for k in range(1, levels):
             if (n + 1) % (1 << k):
                 break
-            turned, _ = _merge_turning_rows(
-                SUBTREE_COMBINATION,
-                [msum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
-                [start_v[k], v, start_v[k - 1], before_v[k - 1]],
+            turned_t = (
+                turned_t
+                | _merge_turning_rows(
+                    SUBTREE_COMBINATION,
+                    [msum, start_sum[k], start_sum[k - 1], start_p[k - 1], before_p[k - 1]],
+                    [start_v[k], v64, start_v[k - 1], before_v[k - 1]],
+                )[0]
             )
-            alive = alive & ~turned
-        prev_p, prev_v = p, v
+        prev_p, prev_v = p64, v64
+        # the leaf's one transfer to the host, for all chains together
+        deltas, kinetic, turned = torch.stack((delta_t, kinetic_t, turned_t.to(f64))).tolist()
+        take = [False] * num_chains
+        for c in rows:
+            num_leaves[c] = n + 1
+            delta = deltas[c]
+            sum_accept[c] += leaf_acceptance(delta)  # as Stan, divergent leaves too
+            if not delta <= max_delta_energy:  # also NaN, and U = inf
+                alive[c], diverging[c] = False, True
+                continue
+            new_log_weight = log_add(log_weight[c], -delta)
+            if math.log(uniforms[c][n]) < -delta - new_log_weight:
+                take[c] = True
+                proposal_kinetic[c] = kinetic[c]
+            log_weight[c] = new_log_weight
+            if turned[c]:
+                alive[c] = False
+        leaf = _Edge(w, p, v, u, g)
+        if n == 0:
+            first = leaf
+        proposal = _Point(w, u, g).where(torch.tensor(take, device=device), proposal)
+        # no masking needed: a chain that stopped is never evaluated again, and its end
+        # points are used only if its subtree is valid, which it then is not
+        current = leaf
     return _Subtrees(
-        alive,
+        list(alive),
         diverging,
         first,
         current,

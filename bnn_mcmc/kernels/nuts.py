@@ -120,6 +120,7 @@ def _build_subtree(
     before_v: list = [None] * levels
     momentum_sum = torch.zeros_like(edge.state.momentum, dtype=torch.float64)
     prev_p, prev_v, prev_kinetic = edge.state.momentum, edge.velocity, edge.kinetic
+    prev_p64 = prev_p.to(torch.float64)
     current = edge.state
     first = proposal = None
     log_weight, sum_accept = -math.inf, 0.0
@@ -134,17 +135,18 @@ def _build_subtree(
             return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, True)
         p = current.momentum
         velocity = metric.velocity(p)
+        # energies and U-turn products in float64, by the same row-wise products as the
+        # batched kernel (so one chain through either gives the same bits)
+        p64, v64 = p.to(torch.float64), velocity.to(torch.float64)
         if n % 2:
             # closes a two-leaf subtree [n-1, n] with rho = p_{n-1} + p_n; since M^{-1} is
             # symmetric, p_{n-1}.v_n = p_n.v_{n-1}, so one product gives the kinetic energy
             # and both U-turn dot products (Stan's extra checks coincide at this size).
-            pv, cross = (
-                torch.stack((p, prev_p)).to(torch.float64) @ velocity.to(torch.float64)
-            ).tolist()
+            pv, cross = torch.stack(((p64 * v64).sum(-1), (prev_p64 * v64).sum(-1))).tolist()
             kinetic = 0.5 * pv
             pair_turning = cross + pv <= 0 or 2.0 * prev_kinetic + cross <= 0
         else:
-            kinetic = 0.5 * float(torch.dot(p.to(torch.float64), velocity.to(torch.float64)))
+            kinetic = float(0.5 * (p64 * v64).sum(-1))
             pair_turning = False
         delta = (current.potential - potential0) + (kinetic - kinetic0)
         if not delta <= max_delta_energy:  # also catches NaN
@@ -175,10 +177,8 @@ def _build_subtree(
                 [start_v[k], velocity, start_v[k - 1], before_v[k - 1]],
             )
             if turning:
-                return Subtree(
-                    None, None, None, None, log_weight, sum_accept, n + 1, False, False
-                )
-        prev_p, prev_v, prev_kinetic = p, velocity, kinetic
+                return Subtree(None, None, None, None, log_weight, sum_accept, n + 1, False, False)
+        prev_p, prev_v, prev_kinetic, prev_p64 = p, velocity, kinetic, p64
     return Subtree(
         first, leaf, proposal, momentum_sum, log_weight, sum_accept, num_leaves, True, False
     )

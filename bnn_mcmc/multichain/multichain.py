@@ -13,12 +13,12 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import load_checkpoint, rebuild_sampler
-from ..kernels.batched_hmc import vmap_potential
+from ..kernels.batched_hmc import BatchedPotential, vmap_potential
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
 from .executors import BACKENDS, ChainError, ChainTask, run_tasks
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
 from .seeds import chain_seeds
-from .vectorized import run_vectorized
+from .vectorized import check_vectorizable, run_vectorized, search_in_lockstep
 
 CHAIN_TYPES: dict[str, type[Sampler]] = {"hmc": HMC, "nuts": NUTS, "mh": MetropolisHastings}
 OUTPUT_OPTIONS = ("output_dir", "checkpoint_every", "thin", "chunk_size")
@@ -337,7 +337,8 @@ class MultiChainHMC:
         if errors:
             raise ChainError(errors)
 
-    def _run_vectorized(self, indices) -> None:
+    def _batched_function(self, indices) -> Callable:
+        """``U(W) -> (chains,)`` for the chains ``indices`` of the vectorized backend."""
         func = self._batched
         if func is None:
             specs = {id(self._specs[i]) for i in indices}
@@ -350,6 +351,10 @@ class MultiChainHMC:
             # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
             # through the network's batched forward) is faster than vmap over the 1-D one
             func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
+        return func
+
+    def _run_vectorized(self, indices) -> None:
+        func = self._batched_function(indices)
         try:
             run_vectorized([self.chains[i] for i in indices], func)
         except (ValueError, RuntimeError, TypeError) as err:
@@ -394,11 +399,30 @@ class MultiChainHMC:
         num_chains=-1,
         num_parallel: int = 1,
     ) -> None:
-        """Warm up the selected chains (see :meth:`bnn_mcmc.samplers.Sampler.warmup`)."""
+        """Warm up the selected chains (see :meth:`bnn_mcmc.samplers.Sampler.warmup`).
+
+        With the ``'vectorized'`` backend the initial step-size searches of all chains
+        run together, one batched evaluation per trial.
+        """
+        indices = self._select(num_chains)
+        chains = [self.chains[i] for i in indices]
+        for chain in chains:
+            chain.check_warmup_options(num_steps, target_accept, adapt_mass)
+        initial: dict[int, float] = {}
+        if (
+            adapt_step_size
+            and num_steps
+            and self._resolve_backend(num_parallel) == "vectorized"
+            and all(c.warmup_plan.restart == "search" for c in chains)
+        ):
+            check_vectorizable(chains)
+            potential = BatchedPotential(self._batched_function(indices))
+            found = search_in_lockstep(chains, potential, [c.step_size for c in chains])
+            initial = {id(c): step for c, step in zip(chains, found)}
         self._run(
-            self._select(num_chains),
+            indices,
             lambda chain: chain._begin_warmup(
-                num_steps, target_accept, adapt_mass, adapt_step_size
+                num_steps, target_accept, adapt_mass, adapt_step_size, initial.get(id(chain))
             ),
             num_parallel,
         )
@@ -419,9 +443,10 @@ class MultiChainHMC:
     ) -> MultiChainHMC:
         """Rebuild a run from its checkpoints and finish every chain's interrupted call.
 
-        Draws equal those of an uninterrupted run bit for bit (for backends
-        other than ``'vectorized'``).  Potentials are passed again, as for the
-        constructor.
+        Draws equal those of an uninterrupted run bit for bit, on every backend
+        (the lockstep kernels compute each chain's row independently of the others, so
+        a vectorized run resumes exactly as long as the batched potential does too).
+        Potentials are passed again, as for the constructor.
         """
         output_dir = Path(output_dir)
         meta_path = output_dir / META_NAME

@@ -6,6 +6,9 @@ runs the batched kernel (:mod:`bnn_mcmc.kernels.batched_hmc` or
 statistics, which the chain stores, counts, adapts on (during warmup) and
 checkpoints exactly as after one of its own transitions.  Chains therefore
 stay ordinary single-chain samplers: they can be continued by any backend.
+The step-size searches of warmup (at its start and after each closed window) run
+for all chains together too (:func:`search_in_lockstep`), and dense metrics
+stack into one row-wise batched product.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..adaptation.step_size import search_step_sizes
 from ..kernels.batched_hmc import BatchedPotential, BatchedState, batched_hmc_step
 from ..kernels.batched_nuts import batched_nuts_step
 from ..kernels.potential import PotentialValue
@@ -74,16 +78,55 @@ def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bo
             first.delta_max,
         )
     potentials = new.potential.tolist()
+    restarting = []
     for i, (c, info) in enumerate(zip(chains, infos)):
         c._state = PotentialValue(new.position[i], potentials[i], new.grad[i])
         c._potential.num_grad_evals += info["n_steps"]
         if warmup:
             c._record(info, steps[i], c._warmup_draws)
-            c._warmup_update(info)
+            if c._warmup_update(info, restart=False):
+                restarting.append(c)
         else:
             c._record(info, steps[i], c._draws)
             c._count_sampling(info)
             c._log("sampling", c._num_transitions, c._num_transitions + c._pending_sampling)
+    if restarting:  # windows closed: one batched step-size search for those chains
+        found = search_in_lockstep(
+            restarting, potential, [c._warmup_step_size() for c in restarting]
+        )
+        for c, step in zip(restarting, found):
+            c._restart_warmup(step)
+
+
+def search_in_lockstep(
+    chains: Sequence[Sampler], potential: BatchedPotential, step_sizes: Sequence[float]
+) -> list[float]:
+    """Hoffman & Gelman's step-size search for every chain at once, from ``step_sizes``.
+
+    Each chain draws its momentum from its own generator (as its own search would);
+    the trial steps of all chains share batched evaluations, and each evaluation is
+    counted in the chain's ``num_grad_evals``.
+    """
+    before = list(potential.row_evals)
+    rows = len(chains)
+    if len(potential.row_evals) < rows:
+        before += [0] * (rows - len(before))
+    found = search_step_sizes(
+        torch.stack([c._state.position for c in chains]),
+        torch.tensor(
+            [c._state.potential for c in chains],
+            dtype=torch.float64,
+            device=chains[0]._state.position.device,
+        ),
+        torch.stack([c._state.grad for c in chains]),
+        [c.metric for c in chains],
+        [c.generator for c in chains],
+        potential,
+        step_sizes,
+    )
+    for i, c in enumerate(chains):
+        c._potential.num_grad_evals += potential.row_evals[i] - before[i]
+    return found
 
 
 def run_vectorized(chains: Sequence[Sampler], batched_func: Callable[[Tensor], Tensor]) -> None:

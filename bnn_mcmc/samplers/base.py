@@ -10,28 +10,25 @@ statistics, and warmup.  The mathematics lives in the pure kernels of
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..adaptation import (
-    DualAveragingState,
-    WelfordState,
-    adaptation_windows,
-    dual_averaging_final,
-    dual_averaging_init,
-    dual_averaging_update,
-    reasonable_step_size,
-    welford_covariance,
-    welford_init,
-    welford_update,
+from ..adaptation.step_size import search_step_size
+from ..adaptation.window import (
+    WarmupPlan,
+    WarmupState,
+    metric_from_estimate,
+    window_final,
+    window_init,
+    window_restart,
+    window_step_size,
+    window_update,
 )
 from ..checkpoint import (
     CHECKPOINT_NAME,
@@ -43,7 +40,6 @@ from ..checkpoint import (
 )
 from ..checks import check_count, check_positive
 from ..kernels.hmc import uniform
-from ..kernels.integrators import IntegratorState, integrate
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
 from ..optim.fisher_metric import resolve_inv_mass
@@ -96,19 +92,6 @@ def make_generator(
     return g
 
 
-@dataclass
-class WarmupState:
-    """Progress of a (possibly interrupted) warmup run."""
-
-    num_steps: int
-    done: int
-    target_accept: float
-    adapt_mass: str | None
-    windows: list[tuple[int, int]]
-    dual: DualAveragingState
-    welford: WelfordState | None
-
-
 class Sampler:
     """Base class of the single-chain samplers (see :class:`~bnn_mcmc.HMC`).
 
@@ -117,13 +100,12 @@ class Sampler:
     """
 
     stat_names: tuple[str, ...] = ()
-    default_target_accept = 0.8
+    warmup_plan = WarmupPlan()
     uses_gradient = True
     #: Whether ``acceptance_probability`` is the mean acceptance statistic
     #: (NUTS) instead of the fraction of accepted proposals.
     acceptance_from_statistic = False
     #: Dual averaging explores around ``centre * step_size`` (Hoffman & Gelman use 10).
-    dual_averaging_centre = 10.0
     #: Output options (see :meth:`configure_output`); the defaults keep all draws in memory.
     output_dir: Path | None = None
     checkpoint_every: int | None = None
@@ -360,43 +342,15 @@ class Sampler:
         self._after_transition()
 
     # ----------------------------------------------------------------- warmup
-    def _reasonable_step_size(self, step_size: float) -> float:
-        """Hoffman & Gelman (2014), Alg. 4, with Stan's acceptance threshold 0.8.
+    def search_step_size(self, step_size: float) -> float:
+        """Hoffman & Gelman's step-size search from this chain's state (one gradient per trial).
 
-        One momentum is drawn; with :math:`a = 1` if one leapfrog step of
-        ``step_size`` has acceptance ratio above 0.8 and :math:`a = -1` otherwise,
-        the step is multiplied by :math:`2^a` until the ratio crosses 0.8, and the
-        first step size that crosses it is returned.  In log space; one gradient
-        per trial.
+        See :func:`bnn_mcmc.adaptation.step_size.search_step_size`; draws one momentum
+        from this chain's generator.
         """
-        state = self._state
-        momentum = self.metric.sample_momentum(self.generator)
-        kinetic0 = float(self.metric.kinetic_energy(momentum))
-        start = IntegratorState(state.position, momentum, state.potential, state.grad)
-
-        def log_accept(eps: float) -> float:
-            end = integrate(start, eps, 1, self.metric, self._potential)
-            if not end.finite:
-                return -math.inf
-            delta = (end.potential - state.potential) + (
-                float(self.metric.kinetic_energy(end.momentum)) - kinetic0
-            )
-            return -delta if math.isfinite(delta) else -math.inf
-
-        return reasonable_step_size(log_accept, step_size)
-
-    def _metric_from_estimate(self, welford: WelfordState | None) -> Metric:
-        """The metric of a finished slow window; the previous one when it holds < 2 draws.
-
-        The covariance is estimated and factorised in float64 (only the factor is
-        cast to the chains' dtype), so a float32 chain cannot fail the Cholesky
-        factorisation of a rounded estimate.
-        """
-        if welford is None or welford.count < 2:
-            return self.metric  # Stan keeps the previous estimate
-        cov = welford_covariance(welford).to(self._state.position.device)
-        dtype = self._state.position.dtype
-        return DenseMetric(cov, dtype=dtype) if welford.dense else DiagMetric(cov.to(dtype))
+        return search_step_size(
+            self._state, self.metric, self._potential, self.generator, step_size
+        )
 
     def warmup(
         self,
@@ -430,17 +384,20 @@ class Sampler:
         self._begin_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
         self.resume_warmup()
 
-    def _begin_warmup(self, num_steps, target_accept, adapt_mass, adapt_step_size) -> None:
-        """Check the options of :meth:`warmup` and set up its state; nothing runs yet."""
+    def check_warmup_options(
+        self, num_steps: int, target_accept: float | None, adapt_mass: str | None
+    ) -> tuple[int, float]:
+        """Check :meth:`warmup`'s options (clear errors); returns ``num_steps, target_accept``.
+
+        Changes nothing, so a driver can check every chain before any of them searches.
+        """
         num_steps = check_count("num_steps", num_steps)
         if target_accept is None:
-            target_accept = self.default_target_accept
+            target_accept = self.warmup_plan.target_accept
         if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
             raise ValueError(f"target_accept must be in (0, 1); got {target_accept}.")
         if adapt_mass not in ADAPT_MASS_CHOICES:
-            raise ValueError(
-                f"adapt_mass must be one of {ADAPT_MASS_CHOICES}; got {adapt_mass!r}."
-            )
+            raise ValueError(f"adapt_mass must be one of {ADAPT_MASS_CHOICES}; got {adapt_mass!r}.")
         if adapt_mass is not None and not isinstance(
             self.metric, (ScalarMetric, DiagMetric, DenseMetric)
         ):
@@ -448,29 +405,29 @@ class Sampler:
                 "adapt_mass must be None for a fixed custom metric (e.g. FishLeg's); "
                 "the step size is still adapted."
             )
+        return num_steps, float(target_accept)
+
+    def _begin_warmup(
+        self, num_steps, target_accept, adapt_mass, adapt_step_size, initial_step=None
+    ) -> None:
+        """Check the options of :meth:`warmup` and set up its state; nothing runs yet.
+
+        ``initial_step`` is the result of the initial step-size search when the caller
+        has run it already (the lockstep driver searches for all chains at once).
+        """
+        num_steps, target_accept = self.check_warmup_options(num_steps, target_accept, adapt_mass)
         if num_steps == 0:
             return
-        step = self._initial_step_size() if adapt_step_size else self.step_size
-        self._warmup = WarmupState(
-            num_steps=num_steps,
-            done=0,
-            target_accept=float(target_accept),
-            adapt_mass=adapt_mass,
-            windows=self._adaptation_windows(num_steps) if adapt_mass else [],
-            dual=self._dual_init(step) if adapt_step_size else None,
-            welford=None,
-        )
-
-    def _initial_step_size(self, current: float | None = None) -> float:
-        """Step-size search from ``current`` (the step in use; the user's at the start)."""
-        return self._reasonable_step_size(self.step_size if current is None else current)
-
-    def _dual_init(self, step_size: float) -> DualAveragingState:
-        state = dual_averaging_init(step_size)
-        return state._replace(mu=np.log(self.dual_averaging_centre * step_size))
-
-    def _adaptation_windows(self, num_steps: int) -> list[tuple[int, int]]:
-        return adaptation_windows(num_steps)
+        step = None
+        if adapt_step_size:
+            step = self.warmup_plan.restart_step(self.step_size, self.dim, at_start=True)
+            if step is None:
+                step = (
+                    self.search_step_size(self.step_size)
+                    if initial_step is None
+                    else float(initial_step)
+                )
+        self._warmup = window_init(num_steps, target_accept, adapt_mass, step, self.warmup_plan)
 
     def resume_warmup(self) -> None:
         """Continue an interrupted warmup (e.g. after loading a checkpoint)."""
@@ -478,7 +435,7 @@ class Sampler:
         if w is None:
             return
         bar = self._progress_bar(w.num_steps - w.done, "warmup")
-        while w.done < w.num_steps:
+        while self._warmup.done < self._warmup.num_steps:
             info = self._transition(self._warmup_step_size(), self._warmup_draws)
             self._warmup_update(info)
             if bar is not None:
@@ -489,32 +446,43 @@ class Sampler:
 
     def _warmup_step_size(self) -> float:
         """The step size of the next warmup transition."""
-        w = self._warmup
-        return float(np.exp(w.dual.log_step)) if w.dual is not None else self.step_size
+        step = window_step_size(self._warmup)
+        return self.step_size if step is None else step
 
-    def _warmup_update(self, info: dict) -> None:
-        """Adapt step size and mass matrix after one warmup transition."""
-        w = self._warmup
-        if w.dual is not None:
-            w.dual = dual_averaging_update(w.dual, info["acceptance_rate"], w.target_accept)
-        i = w.done
-        w.done += 1
-        if any(start <= i < end for start, end in w.windows):
-            if w.welford is None:
-                w.welford = welford_init(self._state.position, w.adapt_mass == "dense")
-            w.welford = welford_update(w.welford, self._state.position)
-        if any(end == w.done for _, end in w.windows):
-            self.metric = self._metric_from_estimate(w.welford)
-            w.welford = None
-            if w.dual is not None:
-                w.dual = self._dual_init(self._initial_step_size(float(np.exp(w.dual.log_step))))
+    def _warmup_update(self, info: dict, restart: bool = True) -> bool:
+        """Adapt step size and mass matrix after one warmup transition.
+
+        Returns whether dual averaging must restart after a closed window; with
+        ``restart=False`` the caller (the lockstep driver, which searches for all
+        chains at once) does it through :meth:`_restart_warmup`.
+        """
+        update = window_update(self._warmup, info["acceptance_rate"], self._state.position)
+        self._warmup = update.state
+        pending = update.closed and update.state.dual is not None
+        if update.closed:
+            position = self._state.position
+            self.metric = metric_from_estimate(
+                update.estimate, self.metric, position.dtype, position.device
+            )
+        if pending and restart:
+            self._restart_warmup(self._restart_step(self._warmup_step_size()))
+            pending = False
         self._after_transition()
-        self._log("warmup", w.done, w.num_steps)
+        self._log("warmup", self._warmup.done, self._warmup.num_steps)
+        return pending
+
+    def _restart_step(self, current: float) -> float | None:
+        """The restart step after a window, searched unless the plan fixes it."""
+        step = self.warmup_plan.restart_step(current, self.dim, at_start=False)
+        return self.search_step_size(current) if step is None else step
+
+    def _restart_warmup(self, step_size: float) -> None:
+        self._warmup = window_restart(self._warmup, step_size, self.warmup_plan)
 
     def _finish_warmup(self) -> None:
-        w = self._warmup
-        if w.dual is not None:
-            self.step_size = float(dual_averaging_final(w.dual))
+        step = window_final(self._warmup)
+        if step is not None:
+            self.step_size = step
         self._warmup = None
         self._end_of_run()
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..adaptation import adaptation_windows
+from ..adaptation.window import WarmupPlan
 from ..checks import check_positive
 from ..kernels.metrics import DiagMetric
 from ..kernels.mh import mh_step
@@ -35,9 +35,14 @@ class MetropolisHastings(Sampler):
     """
 
     stat_names = ("lp", "acceptance_rate", "accepted", "step_size", "n_steps", "diverging")
-    default_target_accept = 0.234
     uses_gradient = False
-    dual_averaging_centre = 1.0  # start at the optimal-scaling guess, not above it
+    #: random-walk transitions are cheap and their acceptance is a noisy 0/1 signal:
+    #: buffers proportional to the warmup give dual averaging enough steps after the last
+    #: covariance update; the user's scale is kept at the start, and each window restarts
+    #: at the optimal-scaling step 2.38/sqrt(d), with dual averaging centred on it.
+    warmup_plan = WarmupPlan(
+        target_accept=0.234, centre=1.0, buffers="proportional", restart="optimal_scaling"
+    )
 
     def __init__(
         self,
@@ -88,19 +93,3 @@ class MetropolisHastings(Sampler):
 
     def _kernel(self, step_size):
         return mh_step(self._state, self.generator, self._potential, self.metric, step_size)
-
-    def _adaptation_windows(self, num_steps: int) -> list[tuple[int, int]]:
-        # random-walk transitions are cheap and their acceptance is a noisy 0/1 signal:
-        # buffers proportional to the warmup (15 % / 5 % doubling / 10 %) give dual
-        # averaging enough steps after the last covariance update.
-        return adaptation_windows(
-            num_steps,
-            init_buffer=int(0.15 * num_steps),
-            term_buffer=int(0.1 * num_steps),
-            base_window=max(int(0.05 * num_steps), 10),
-        )
-
-    def _initial_step_size(self, current: float | None = None) -> float:
-        if self._warmup is None:  # start of warmup: keep the user's scale
-            return self.step_size
-        return 2.38 / math.sqrt(self.dim)
