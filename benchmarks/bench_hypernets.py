@@ -46,6 +46,18 @@ from bnn_mcmc.variational import (
     fit_variational,
 )
 
+# Sized for a shared, loaded 2-core machine (one seed ~4 CPU-minutes); raise them on a free one.
+# Sized for a shared, loaded 2-core machine (one seed: a few CPU-minutes).
+NUTS_WARMUP, NUTS_DRAWS, NUTS_DEPTH = 150, 150, 6
+SSGE_ITERS, AVB_ITERS, MF_ITERS = 150, 600, 1500
+ENS_MEMBERS, ENS_STEPS = 5, 800
+
+# Sized for a shared, loaded 2-core machine (one seed ~4 CPU-minutes); raise them on a free one.
+# Sized for a shared, loaded 2-core machine (one seed: a few CPU-minutes).
+NUTS_WARMUP, NUTS_DRAWS, NUTS_DEPTH = 150, 150, 6
+SSGE_ITERS, AVB_ITERS, MF_ITERS = 150, 600, 1500
+ENS_MEMBERS, ENS_STEPS = 5, 800
+
 COLUMNS = (
     "num_points",
     "sd_ratio",
@@ -108,18 +120,18 @@ def run_seed(seed: int, fast: bool) -> tuple[RegionComparison, dict]:
             for k in range(2)
         ]
     )
-    warm, num = (30, 30) if fast else (300, 300)
+    warm, num = (30, 30) if fast else (NUTS_WARMUP, NUTS_DRAWS)
     t0 = time.perf_counter()
-    mc = MultiChainHMC(starts, pot, "nuts", seed=seed, max_tree_depth=7)
+    mc = MultiChainHMC(starts, pot, "nuts", seed=seed, max_tree_depth=NUTS_DEPTH)
     mc.warmup(warm)
     mc.simulate_chains(num)
     costs["NUTS"] = Cost(time.perf_counter() - t0, float(sum(c.num_grad_evals for c in mc.chains)))
     draws["NUTS"] = mc.samples()
 
-    iters = {"ssge": 60 if fast else 500, "avb": 100 if fast else 2000}
+    iters = {"ssge": 60 if fast else SSGE_ITERS, "avb": 100 if fast else AVB_ITERS}
     for name, est in (("SSGE", "ssge"), ("AVB", "avb")):
         q = implicit(net, est, seed)
-        cfg = TrainConfig(num_iters=iters[est], lr=3e-3, lr_final=3e-4, elbo_every=None)
+        cfg = TrainConfig(num_iters=iters[est], lr=1e-2, lr_final=1e-3, elbo_every=None)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AVBSaturationWarning)
@@ -139,7 +151,7 @@ def run_seed(seed: int, fast: bool) -> tuple[RegionComparison, dict]:
         }
 
     mf = MeanFieldGaussian(net.num_params, init_std=0.05)
-    mf_iters = 100 if fast else 3000
+    mf_iters = 100 if fast else MF_ITERS
     t0 = time.perf_counter()
     fit_variational(
         mf,
@@ -161,7 +173,15 @@ def run_seed(seed: int, fast: bool) -> tuple[RegionComparison, dict]:
     }
 
     ens = fit_deep_ensemble(
-        net, lik, prior, x, y, num_members=10, steps=200 if fast else 2000, lr=0.01, generator=seed
+        net,
+        lik,
+        prior,
+        x,
+        y,
+        num_members=ENS_MEMBERS,
+        steps=200 if fast else ENS_STEPS,
+        lr=0.01,
+        generator=seed,
     )
     costs["ensemble"] = ens.cost
     draws["ensemble"] = ens.members
@@ -201,7 +221,12 @@ def main() -> None:
     else:
         for seed in args.seeds:
             res, notes = run_seed(seed, args.fast)
-            print(f"\n=== seed {seed}  (noise floor: {res.floor})")
+            print(
+                f"\n=== seed {seed}  (noise floor: {res.floor}); NUTS {NUTS_WARMUP}+{NUTS_DRAWS} "
+                f"depth {NUTS_DEPTH}, SSGE {SSGE_ITERS} it, AVB {AVB_ITERS} it, MF {MF_ITERS} it, "
+                f"ensemble {ENS_MEMBERS}x{ENS_STEPS}",
+                flush=True,
+            )
             print(res.to_text(COLUMNS))
             print(res.to_text(COST_COLUMNS))
             for k, v in notes.items():
