@@ -23,6 +23,10 @@ permutations).  For draws :math:`w_s`, :math:`s = 1..S`, and test points :math:`
 * ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``loo_rank`` -- PSIS-LOO on the training
   data by ArviZ (``az.loo`` / ``az.compare``; rank 0 is best).
 
+These pooled numbers are dominated by the test inputs near the data, where all methods
+agree; pass ``regions=`` for the region-by-region comparison with the MCMC noise floor
+(:mod:`~bnn_mcmc.diagnostics.region_compare`).
+
 References
 ----------
 Guo, C., Pleiss, G., Sun, Y. and Weinberger, K. Q. (2017). On calibration of modern
