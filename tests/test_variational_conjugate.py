@@ -168,7 +168,7 @@ def test_early_stopping_writer_and_reproducibility(problem):
     assert hist.best_iter == hist.val_iters[best]
     assert hist.val_nll[-2:] > [hist.val_nll[best]] * 2  # the last `patience` were worse
     assert set(writer.tags) == {f"variational/{k}" for k in
-                                ("loss", "data_nll", "kl", "lr", "val_nll")}
+                                ("loss", "data_nll", "kl", "lr", "disc_loss", "elbo", "val_nll")}
     q2, hist2, _ = run()
     assert hist2.loss == hist.loss
     torch.testing.assert_close(q2.mean, q.mean)

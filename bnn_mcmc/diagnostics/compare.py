@@ -23,6 +23,10 @@ permutations).  For draws :math:`w_s`, :math:`s = 1..S`, and test points :math:`
 * ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``loo_rank`` -- PSIS-LOO on the training
   data by ArviZ (``az.loo`` / ``az.compare``; rank 0 is best).
 
+These pooled numbers are dominated by the test inputs near the data, where all methods
+agree; pass ``regions=`` for the region-by-region comparison with the MCMC noise floor
+(:mod:`~bnn_mcmc.diagnostics.region_compare`).
+
 References
 ----------
 Guo, C., Pleiss, G., Sun, Y. and Weinberger, K. Q. (2017). On calibration of modern
@@ -39,55 +43,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..bnn.functional import FunctionalNet, MainNetFunction, as_function
 from ..bnn.likelihoods import BernoulliLikelihood, CategoricalLikelihood, Likelihood
 from ..bnn.predictive import evaluate_draws, pointwise_log_likelihood
+from .draws import draws_by_chain
+from .region_compare import Cost, compare_by_region
 from .regions import find_regions
 
 CLASSIFICATION = (CategoricalLikelihood, BernoulliLikelihood)
-
-
-def draws_by_chain(posterior: object, dim: int | None, name: str = "posterior") -> Tensor:
-    """Weight draws as a ``(chains, draws, dim)`` tensor.
-
-    Parameters
-    ----------
-    posterior : Tensor, numpy array or arviz.InferenceData
-        ``(S, dim)`` draws (one chain), ``(chains, draws, dim)``, or InferenceData whose
-        ``posterior`` variables, flattened per draw and concatenated in their order, give
-        the flat weight vectors (the layout of
-        :func:`bnn_mcmc.diagnostics.to_inference_data`).
-    dim : int or None
-        Length of the flat position (network weights plus likelihood parameters);
-        ``None`` accepts any length.
-    """
-    if hasattr(posterior, "posterior") and hasattr(posterior, "groups"):
-        ds = posterior.posterior
-        parts = [
-            np.asarray(ds[v].values).reshape(ds.sizes["chain"], ds.sizes["draw"], -1)
-            for v in ds.data_vars
-        ]
-        posterior = torch.from_numpy(np.concatenate(parts, axis=-1))
-    elif isinstance(posterior, np.ndarray):
-        posterior = torch.from_numpy(posterior)
-    if not isinstance(posterior, Tensor):
-        raise TypeError(
-            f"{name} must be a tensor of weight draws or an arviz.InferenceData; got "
-            f"{type(posterior).__name__}. For a variational posterior pass q.sample(n)."
-        )
-    if posterior.dim() == 2:
-        posterior = posterior.unsqueeze(0)
-    length = posterior.shape[-1] if dim is None else dim
-    if posterior.dim() != 3 or posterior.shape[-1] != length or posterior.shape[1] < 2:
-        raise ValueError(
-            f"{name} must hold at least 2 draws of length {length}, as (S, {length}) or "
-            f"(chains, draws, {length}); got shape {tuple(posterior.shape)}."
-        )
-    return posterior.detach()
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, num_bins: int = 15) -> float:
@@ -204,8 +170,19 @@ def compare_posteriors(
     max_mmd_draws: int = 500,
     num_grid: int = 512,
     generator: torch.Generator | None = None,
+    regions: Mapping[str, Tensor] | str | None = None,
+    noise_floor: str = "split",
+    costs: Mapping[str, Cost] | None = None,
+    pareto_k: Mapping[str, float] | None = None,
 ):
-    """Table of function-space metrics, one row per posterior.
+    r"""Table of function-space metrics, one row per posterior.
+
+    With ``regions`` the comparison is made region by region against the reference, with
+    the MCMC noise floor beside every distance, and a
+    :class:`~bnn_mcmc.diagnostics.region_compare.RegionComparison` is returned instead
+    (see :func:`~bnn_mcmc.diagnostics.region_compare.compare_by_region`, which receives
+    ``regions``, ``noise_floor``, ``costs``, ``pareto_k``, ``train_inputs``, ``num_bins``,
+    ``num_grid`` and ``generator``).  Prefer it: pooled numbers hide a gap in the data.
 
     Parameters
     ----------
@@ -238,14 +215,40 @@ def compare_posteriors(
         Randomness of the predictive draws that set the regression TV grid (default:
         seeded with 0).
 
+    regions : mapping of str to bool Tensor, or 'auto', optional
+        Test-input masks (``'auto'``: near / gap / outside of ``train_inputs``).
+    noise_floor : str
+        ``'split'`` halves of the reference, or the name of a second reference run.
+    costs : mapping of str to Cost, optional
+        Wall time and gradient evaluations per posterior (region comparison only).
+    pareto_k : mapping of str to float, optional
+        PSIS :math:`\hat k` per posterior (region comparison only).
+
     Returns
     -------
-    pandas.DataFrame
-        Indexed by posterior name, in the given order.  ``agreement`` is only defined
-        for classification and ``tv`` for classification or one real output (else
-        ``nan``); ``var_ratio_out_in`` is ``nan`` when no test input lies outside (or
-        none inside) the training range.
+    pandas.DataFrame or RegionComparison
+        Without ``regions``: indexed by posterior name, in the given order.
+        ``agreement`` is only defined for classification and ``tv`` for
+        classification or one real output (else ``nan``); ``var_ratio_out_in`` is
+        ``nan`` when no test input lies far from (or none near) the training inputs.
     """
+    if regions is not None:
+        return compare_by_region(
+            posteriors,
+            net,
+            test_inputs,
+            test_targets,
+            likelihood,
+            regions,
+            reference="NUTS" if reference is None else reference,
+            noise_floor=noise_floor,
+            train_inputs=train_inputs,
+            costs=costs,
+            pareto_k=pareto_k,
+            num_bins=num_bins,
+            num_grid=num_grid,
+            generator=generator,
+        )
     import pandas as pd
 
     if not isinstance(posteriors, Mapping) or not posteriors:

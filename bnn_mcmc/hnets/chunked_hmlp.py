@@ -261,11 +261,17 @@ no_cond_weights, num_cond_embs, dropout_rate, use_spectral_norm, use_batch_norm,
 
         .. math::
 
-            \mathrm{Var}(c_j) = \max\Big(\epsilon,\
-                \frac{(n_c + n_s)\mathrm{Var}_j - n_s \bar v_s}{n_c}\Big);
+            \mathrm{Var}(c_j) = \frac{(n_c + n_s)\mathrm{Var}_j/\alpha - n_s \bar v_s}{n_c},
+            \qquad \alpha = \min\Big(1, \frac{\min_j \mathrm{Var}_j}{\bar v_s}\Big),
 
-        clipping (a warning) happens when :math:`\bar v_s \ge (n_c+n_s)\mathrm{Var}_j/n_s`:
-        then lower ``uncond_var`` / ``cond_var``.
+        where the output layer gets variance :math:`\alpha/d_k`.  Without the factor
+        :math:`\alpha` the embedding variance of a chunk whose target is below the shared
+        input's (:math:`\bar v_s = 1` by default, main-network targets around
+        :math:`2/m_{in}`) would be negative and had to be clipped, leaving those weights
+        many times too large; with it the smallest target chunk gets
+        :math:`\mathrm{Var}(c_j) = \bar v_s` and all targets are met in expectation
+        (exactly for ReLU / linear internal networks; approximately for tanh, whose
+        second-moment map is not linear).  ``eps`` remains the floor of the variances.
 
         Parameters
         ----------
@@ -307,13 +313,15 @@ no_cond_weights, num_cond_embs, dropout_rate, use_spectral_norm, use_batch_norm,
         chunk_vars = hf.chunk_variances(self._target_shapes, tvars, self._chunk_size)
         hnet.init_hidden_fan_in(g)
         head_w = hnet.body.weight_tensor(len(hnet.layers))
-        hf.uniform_(head_w, 0.0, 1.0 / head_w.shape[1], g)
-        if hnet.body.linears[-1].bias is not None:
-            nn.init.zeros_(hnet.body.linears[-1].bias)
         n_c = self._chunk_emb_size
         n_s = self._cond_in_size + self._uncond_in_size
         shared_sum = self._cond_in_size * cond_var + self._uncond_in_size * uncond_var
-        c_vars = [((n_c + n_s) * v - shared_sum) / n_c for v in chunk_vars]
+        shared_mean = shared_sum / n_s if n_s else 0.0
+        alpha = min(1.0, min(chunk_vars) / shared_mean) if shared_mean > 0 else 1.0
+        hf.uniform_(head_w, 0.0, alpha / head_w.shape[1], g)
+        if hnet.body.linears[-1].bias is not None:
+            nn.init.zeros_(hnet.body.linears[-1].bias)
+        c_vars = [((n_c + n_s) * v / alpha - shared_sum) / n_c for v in chunk_vars]
         n_clipped = sum(cv < eps for cv in c_vars)
         if n_clipped:
             warnings.warn(

@@ -200,9 +200,13 @@ class HMLP(nn.Module, HyperNetInterface):
         return gain2
 
     def _last_hidden_m2(self, input_var: float, gain2: float) -> float:
-        if self._layers and self.body.norms is not None:
-            return 1.0 / gain2
-        return input_var
+        # exact for ReLU / leaky ReLU / linear; followed through the layers for tanh
+        return hf.propagate_second_moment(
+            self.body.activation_fn if self._layers else None,
+            input_var,
+            len(self._layers),
+            batch_norm=self.body.norms is not None,
+        )
 
     def apply_hyperfan_init(
         self,

@@ -35,6 +35,14 @@ exactly in expectation for ReLU, leaky ReLU and linear activations, so
 
     \bar v = \frac{n_e \mathrm{Var}(e) + n_z \mathrm{Var}(z)}{n_e + n_z}.
 
+For a saturating activation (tanh) the gain is exact only for small pre-activations: with
+unit input variance a tanh layer keeps about half of the second moment, and a head
+initialised for :math:`E[h^2] = \bar v` gives half the target variance.  There
+:func:`propagate_second_moment` follows the second moment through the layers instead,
+treating each pre-activation as Gaussian (central limit over the fan-in),
+:math:`m_l = E[\phi(a)^2]`, :math:`a \sim \mathcal N(0, g^2 m_{l-1})`, by Gauss-Hermite
+quadrature.
+
 References
 ----------
 Chang, O., Flokas, L. & Lipson, H. (2020). Principled weight initialization for
@@ -49,6 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,6 +115,52 @@ def activation_gain2(activation_fn) -> float:
         f"hyperfan init supports activation_fn ReLU, LeakyReLU, Tanh, Identity or None; "
         f"got {activation_fn!r}. Initialise the network yourself for other activations."
     )
+
+
+def _gauss_expectation(fn, var: float, num_nodes: int = 80) -> float:
+    r""":math:`E[fn(a)]` for :math:`a \sim \mathcal N(0, var)` by Gauss-Hermite quadrature."""
+    x, w = np.polynomial.hermite_e.hermegauss(num_nodes)
+    a = torch.as_tensor(math.sqrt(max(var, 0.0)) * x, dtype=torch.float64)
+    vals = fn(a).double().numpy()
+    return float((w * vals).sum() / math.sqrt(2.0 * math.pi))
+
+
+def _preserves_second_moment(activation_fn) -> bool:
+    return (
+        activation_fn is None
+        or isinstance(activation_fn, (nn.Identity, nn.ReLU, nn.LeakyReLU))
+        or activation_fn is torch.relu
+    )
+
+
+def propagate_second_moment(
+    activation_fn, input_m2: float, num_layers: int, batch_norm: bool = False
+) -> float:
+    r"""Second moment :math:`E[h^2]` after ``num_layers`` hidden layers initialised with
+    variance :math:`g^2/n_{in}` and zero biases (see the module docstring).
+
+    Parameters
+    ----------
+    activation_fn : callable or None
+        The hidden activation (see :func:`activation_gain2`).
+    input_m2 : float
+        Mean second moment of the network's input.
+    num_layers : int
+        Number of hidden layers (0 returns ``input_m2``).
+    batch_norm : bool
+        Hidden pre-activations standardised (training-mode batch norm): every layer then
+        sees :math:`a \sim \mathcal N(0, 1)`.
+    """
+    if num_layers == 0:
+        return input_m2
+    gain2 = activation_gain2(activation_fn)
+    if _preserves_second_moment(activation_fn):
+        return 1.0 / gain2 if batch_norm else input_m2
+    fn = activation_fn if callable(activation_fn) else torch.tanh
+    m2 = input_m2
+    for _ in range(num_layers):
+        m2 = _gauss_expectation(lambda a: fn(a).square(), 1.0 if batch_norm else gain2 * m2)
+    return m2
 
 
 def infer_meta(target_shapes: list, mnet=None) -> list[dict]:

@@ -24,6 +24,19 @@ second term is an explicit Monte Carlo average.  Gradients flow through :math:`w
 :math:`\hat\mu` and :math:`\hat\sigma`, not into the discriminator, which is trained by its
 own optimiser for ``disc_steps`` steps on every call.
 
+Saturation
+----------
+When the discriminator separates the two samples almost perfectly (logistic loss near 0)
+its output is no longer near the log density ratio, the "KL" it returns is not an
+estimate, and the generator gets no useful gradient.  It happens when :math:`q` lives on
+a low-dimensional set -- a hypernetwork without output perturbation, or one whose draws
+collapsed onto a few directions -- since such draws are trivially told from a Gaussian.
+The estimator counts consecutive updates whose loss is below ``saturation_loss``; after
+``saturation_patience`` of them it warns once (:class:`AVBSaturationWarning`) naming the
+fixes: give :math:`q` full support (:class:`~bnn_mcmc.hnets.HPerturbWrapper` with a larger
+``sigma_noise``), keep ``adaptive_contrast=True``, and train the discriminator less
+(fewer ``disc_steps``, lower ``lr``).  :attr:`AVB.saturated_steps` holds the count.
+
 References
 ----------
 Mescheder, L., Nowozin, S. and Geiger, A. (2017). Adversarial variational Bayes: unifying
@@ -32,7 +45,9 @@ variational autoencoders and generative adversarial networks. *ICML*.
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -45,6 +60,10 @@ from ..checks import check_count
 from .base import KLTerm, make_generator
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+class AVBSaturationWarning(RuntimeWarning):
+    """The AVB discriminator has separated :math:`q` from its contrast for many steps."""
 
 
 def _discriminator(dim: int, hidden: Sequence[int], generator: torch.Generator) -> nn.Sequential:
@@ -80,6 +99,11 @@ class AVB:
         prior.
     generator : torch.Generator or int, optional
         Randomness of the discriminator's initialisation (an int is a seed).
+    saturation_loss : float
+        Discriminator loss below which an update counts as saturated (a perfect
+        discriminator has loss 0, a blind one :math:`2\\log 2`).
+    saturation_patience : int
+        Consecutive saturated updates before :class:`AVBSaturationWarning` is issued.
 
     Attributes
     ----------
@@ -88,6 +112,8 @@ class AVB:
     last_disc_loss : float
         Logistic loss of the discriminator at its last update (``nan`` before any):
         :math:`2\\log 2 \\approx 1.386` means it cannot tell the distributions apart.
+    saturated_steps : int
+        Current run of consecutive updates with loss below ``saturation_loss``.
     """
 
     def __init__(
@@ -98,6 +124,8 @@ class AVB:
         disc_steps: int = 5,
         adaptive_contrast: bool = True,
         generator: torch.Generator | int | None = None,
+        saturation_loss: float = 0.05,
+        saturation_patience: int = 50,
     ) -> None:
         self.dim = check_count("dim", dim, 1)
         hidden = tuple(hidden_layers)
@@ -110,6 +138,46 @@ class AVB:
         self.discriminator = _discriminator(dim, hidden, make_generator(generator))
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=float(lr))
         self.last_disc_loss = float("nan")
+        if not 0.0 < float(saturation_loss) < 2.0 * math.log(2.0):
+            raise ValueError(f"saturation_loss must lie in (0, 2 log 2), got {saturation_loss!r}.")
+        self.saturation_loss = float(saturation_loss)
+        self.saturation_patience = check_count("saturation_patience", saturation_patience, 1)
+        self.saturated_steps = 0
+        self.warned = False
+
+    def state_dict(self) -> dict:
+        """Discriminator and optimiser state (deep copies), for :meth:`load_state_dict`."""
+        return {
+            "discriminator": copy.deepcopy(self.discriminator.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "last_disc_loss": self.last_disc_loss,
+            "saturated_steps": self.saturated_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.last_disc_loss = float(state["last_disc_loss"])
+        self.saturated_steps = int(state["saturated_steps"])
+
+    def _track_saturation(self) -> None:
+        if self.last_disc_loss < self.saturation_loss:
+            self.saturated_steps += 1
+        else:
+            self.saturated_steps = 0
+        if self.saturated_steps >= self.saturation_patience and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"AVB's discriminator loss has stayed below {self.saturation_loss} for "
+                f"{self.saturated_steps} updates (last {self.last_disc_loss:.2e}): it separates "
+                "q from the contrast perfectly, so its KL is not an estimate. Give q full "
+                "support (HPerturbWrapper with a larger sigma_noise), keep "
+                "adaptive_contrast=True, and train the discriminator less (fewer disc_steps, "
+                "lower lr).",
+                AVBSaturationWarning,
+                stacklevel=4,
+            )
 
     def __repr__(self) -> str:
         return (
@@ -137,6 +205,7 @@ class AVB:
             loss.backward()
             self.optimizer.step()
         self.last_disc_loss = float(loss.detach())
+        self._track_saturation()
 
     def kl_term(self, w: Tensor, prior: Prior, generator: torch.Generator) -> KLTerm:
         r"""Update the discriminator on ``w``, then estimate :math:`\mathrm{KL}(q \Vert p)`.

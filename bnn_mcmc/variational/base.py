@@ -81,6 +81,25 @@ class VariationalPosterior(nn.Module):
         """The parameters :math:`\\phi` trained by the ELBO."""
         return list(self.parameters())
 
+    def default_num_samples(self) -> int:
+        """Draws per ELBO step when :class:`~bnn_mcmc.variational.TrainConfig` leaves
+        ``num_samples=None`` (32 here; estimators whose accuracy depends on the dimension
+        override it)."""
+        return 32
+
+    def auxiliary_state(self) -> dict | None:
+        """State outside :meth:`state_dict` that training changes (an AVB discriminator),
+        so that :func:`~bnn_mcmc.variational.fit_variational` can restore it with the best
+        parameters; ``None`` when there is none."""
+        return None
+
+    def load_auxiliary_state(self, state: dict | None) -> None:
+        """Restore an :meth:`auxiliary_state`."""
+
+    def auxiliary_loss(self) -> float:
+        """Last loss of an auxiliary network (AVB discriminator), ``nan`` if none."""
+        return float("nan")
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         """``n`` detached weight draws, shape ``(n, dim)`` -- the container of MCMC draws.

@@ -8,6 +8,14 @@ input of size :math:`n` and flattened output of size :math:`P` -- typically an
 (:math:`w = h(z_{1:n}) + \sigma\,z'`) so that :math:`q` has a density on all of
 :math:`\mathbb R^P`.  A batch of draws is one batched pass through the hypernetwork.
 
+With an :class:`~bnn_mcmc.hnets.HPerturbWrapper`, ``noise_std`` scales only the input of
+the wrapped network: the perturbation keeps the wrapper's ``sigma_noise``.  With
+``perturbation='shared'`` the same entries are input and perturbation, so ``noise_std``
+must be 1 there (set the wrapper's ``sigma_noise`` instead).  With
+``perturbation='independent'``, :math:`q(w \mid z_{1:n}) = \mathcal N(h(z_{1:n}),
+\sigma^2 I)` is semi-implicit and :func:`~bnn_mcmc.variational.elbo_estimate` gives a
+lower bound on the ELBO.
+
 The density of :math:`q` is unknown, so its KL term comes from an estimator:
 :class:`~bnn_mcmc.variational.SSGE` (score of :math:`q` by spectral Stein estimation) or
 :class:`~bnn_mcmc.variational.AVB` (log density ratio by a discriminator).
@@ -23,14 +31,43 @@ implicit distributions. *ICML*.
 
 from __future__ import annotations
 
+import warnings
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from ..bnn.priors import Prior
 from ..checks import check_count
+from ..hnets.perturb_wrapper import HPerturbWrapper
 from .avb import AVB
 from .base import KLTerm, VariationalPosterior, check_prior
-from .ssge import SSGE
+from .ssge import SSGE, default_num_samples
+
+
+class SemiImplicitParts(NamedTuple):
+    """:math:`w = m(u) + \\sigma\\,\\epsilon` with :math:`u \\sim \\mathcal N(0, s^2 I_n)`.
+
+    Attributes
+    ----------
+    mean_net : nn.Module
+        :math:`m`, called as ``mean_net(uncond_input=u, ret_format='flattened')``.
+    input_size : int
+        :math:`n`.
+    input_std : float
+        :math:`s`.
+    sigma : float
+        :math:`\\sigma`.
+    """
+
+    mean_net: nn.Module
+    input_size: int
+    input_std: float
+    sigma: float
+
+
+class FewSSGEDrawsWarning(RuntimeWarning):
+    """SSGE is used with fewer draws than half the number of weights."""
 
 
 class ImplicitPosterior(VariationalPosterior):
@@ -84,6 +121,18 @@ class ImplicitPosterior(VariationalPosterior):
             )
         if not float(noise_std) > 0:
             raise ValueError(f"noise_std must be positive, got {noise_std!r}.")
+        self._input_size = noise_dim
+        if isinstance(hnet, HPerturbWrapper) and hnet.hnet_uncond_in_size is not None:
+            if hnet.perturbation == "shared" and float(noise_std) != 1.0:
+                raise ValueError(
+                    f"noise_std={noise_std} would also scale HPerturbWrapper's perturbation "
+                    "(with perturbation='shared' the same entries are input and noise); "
+                    "keep noise_std=1 and set the wrapper's sigma_noise, or use "
+                    "perturbation='independent'."
+                )
+            if hnet.perturbation == "independent":
+                self._input_size = hnet.hnet_uncond_in_size
+        self._warned_few_draws = False
         self.hnet = hnet
         self.noise_dim = noise_dim
         self.noise_std = float(noise_std)
@@ -94,7 +143,10 @@ class ImplicitPosterior(VariationalPosterior):
     def rsample(self, n: int, generator: torch.Generator) -> Tensor:
         check_count("n", n, 1)
         like = next(self.hnet.parameters())
-        z = self.noise_std * self._noise((n, self.noise_dim), generator, like)
+        z = self._noise((n, self.noise_dim), generator, like)
+        if self.noise_std != 1.0:  # scale the hypernetwork's input, not a perturbation
+            k = self._input_size
+            z = torch.cat([self.noise_std * z[:, :k], z[:, k:]], 1)
         w = self.hnet(uncond_input=z, ret_format="flattened")
         if w.shape != (n, self.dim):
             raise ValueError(
@@ -115,6 +167,56 @@ class ImplicitPosterior(VariationalPosterior):
             self.hnet.train(was_training)
 
     def kl_term(self, w: Tensor, prior: Prior, generator: torch.Generator) -> KLTerm:
-        """The estimator's KL term for the draws ``w`` (see :class:`SSGE`, :class:`AVB`)."""
+        """The estimator's KL term for the draws ``w`` (see :class:`SSGE`, :class:`AVB`).
+
+        Warns (:class:`FewSSGEDrawsWarning`, once) when SSGE gets fewer than ``dim / 2``
+        draws: its entropy gradient is then shrunk by about ``M / (M + dim)``.
+        """
         check_prior(prior, self.dim)
+        if isinstance(self.estimator, SSGE) and 2 * w.shape[0] < self.dim:
+            if not self._warned_few_draws:
+                self._warned_few_draws = True
+                warnings.warn(
+                    f"SSGE with {w.shape[0]} draws on {self.dim} weights underestimates the "
+                    f"entropy gradient about {(self.dim + w.shape[0]) / w.shape[0]:.0f}-fold, "
+                    "so q collapses; leave TrainConfig(num_samples=None) (SSGE's default "
+                    f"{default_num_samples(self.dim)}) or use more draws.",
+                    FewSSGEDrawsWarning,
+                    stacklevel=3,
+                )
         return self.estimator.kl_term(w, prior, generator)
+
+    def default_num_samples(self) -> int:
+        """SSGE: :func:`~bnn_mcmc.variational.ssge.default_num_samples` of ``dim``; AVB: 64."""
+        if isinstance(self.estimator, SSGE):
+            return default_num_samples(self.dim)
+        return 64
+
+    def auxiliary_state(self) -> dict | None:
+        if isinstance(self.estimator, AVB):
+            return self.estimator.state_dict()
+        return None
+
+    def load_auxiliary_state(self, state: dict | None) -> None:
+        if state is not None and isinstance(self.estimator, AVB):
+            self.estimator.load_state_dict(state)
+
+    def auxiliary_loss(self) -> float:
+        if isinstance(self.estimator, AVB):
+            return self.estimator.last_disc_loss
+        return float("nan")
+
+    def semi_implicit_parts(self) -> SemiImplicitParts | None:
+        """The Gaussian conditional of an ``HPerturbWrapper(perturbation='independent')``
+        (without handlers) with ``sigma_noise > 0``; ``None`` otherwise."""
+        h = self.hnet
+        if (
+            isinstance(h, HPerturbWrapper)
+            and h.perturbation == "independent"
+            and h.hnet_uncond_in_size is not None
+            and h.sigma_noise
+        ):
+            return SemiImplicitParts(
+                h.internal_hnet, self._input_size, self.noise_std, h.sigma_noise
+            )
+        return None

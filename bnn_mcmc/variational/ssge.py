@@ -22,6 +22,28 @@ pairwise distance between the samples (median heuristic) unless given.  The sums
 :math:`m` are done in closed form, so the cost is :math:`O(M^2 (J + d))` without an
 :math:`M \times M \times d` tensor.
 
+Choosing the number of draws
+----------------------------
+The estimate is shrunk towards zero when the number of draws :math:`M` is small against the
+dimension :math:`d`.  Measured on :math:`q = \mathcal N(0, I_d)` (float64, seed 0; the
+least-squares slope of :math:`\hat g(x_m)` on the true score :math:`-x_m` at the draws,
+median bandwidth, ``eigen_ratio=0.99``)::
+
+    d \ M     32    128   256   512   1024
+    10       0.89  0.97  0.96  0.97
+    100      0.22  0.65  0.84  0.93  0.96
+    481      0.05  0.18  0.35  0.60  0.82
+
+roughly :math:`M/(M+d)`: with 32 draws on the 481 weights of an MLP 1-20-20-1 the entropy
+gradient is twenty times too small and the posterior collapses.  Larger bandwidths
+(1.5x, 2x the median) or keeping all eigenfunctions raise the slope a little at the draws
+but double the relative error at fresh points (0.26 -> 0.45 -> 1.96 at :math:`d=481,
+M=512`), so the median rule and the 0.99 trace rule stay.  :func:`default_num_samples`
+scales :math:`M` with :math:`d` up to 512 (one estimate then costs about 0.6 s on one core
+at :math:`d = 481`; 1024 draws cost 2.7 s), and
+:class:`~bnn_mcmc.variational.ImplicitPosterior` warns when fewer than :math:`d/2` draws are
+used.
+
 References
 ----------
 Shi, J., Sun, S. and Zhu, J. (2018). A spectral approach to gradient estimation for
@@ -37,6 +59,17 @@ from torch import Tensor
 
 from ..bnn.priors import Prior
 from .base import KLTerm
+
+#: Bounds of :func:`default_num_samples`.
+MIN_DRAWS, MAX_DRAWS = 64, 512
+
+
+def default_num_samples(dim: int) -> int:
+    """Draws per SSGE estimate for ``dim`` weights: ``min(max(64, dim), 512)``.
+
+    See "Choosing the number of draws" in the module docstring for the measurements.
+    """
+    return int(min(max(MIN_DRAWS, dim), MAX_DRAWS))
 
 
 def median_bandwidth(samples: Tensor) -> Tensor:

@@ -14,7 +14,11 @@ curves and, given validation data, early stopping on the validation predictive N
 .. math:: \mathrm{NLL}_{\text{val}} = -\frac1n \sum_{i=1}^n
           \log \frac1S \sum_{s} p(y_i \mid f(x_i; w_s)),
 
-keeping the parameters of the best evaluation.
+keeping the parameters of the best evaluation (and an AVB discriminator's state with
+them).  The loss is the negative ELBO only when the KL term has a value: SSGE gives the
+entropy's gradient, not its value, so its loss lacks the entropy and is labelled so
+(:attr:`TrainingHistory.loss_kind`); :func:`~bnn_mcmc.variational.elbo_estimate`, logged
+every ``elbo_every`` iterations, is the ELBO itself where ``q`` allows it.
 
 References
 ----------
@@ -40,6 +44,9 @@ from ..bnn.predictive import pointwise_log_likelihood
 from ..bnn.priors import Prior
 from ..checks import check_count
 from .base import VariationalPosterior, check_prior, make_generator
+from .elbo import elbo_estimate
+from .implicit import ImplicitPosterior
+from .ssge import SSGE
 
 
 @dataclass
@@ -57,8 +64,11 @@ class TrainConfig:
         ``None`` keeps it constant.
     batch_size : int, optional
         Data points per minibatch (reshuffled every epoch); ``None`` uses all.
-    num_samples : int
-        Weight draws :math:`S` per step (``>= 2``: the KL estimators need several).
+    num_samples : int, optional
+        Weight draws :math:`S` per step (``>= 2``: the KL estimators need several);
+        ``None`` uses the posterior's :meth:`~VariationalPosterior.default_num_samples`
+        (32 for mean field, 64 for AVB, ``min(max(64, dim), 512)`` for SSGE, whose
+        entropy gradient needs draws in proportion to the dimension).
     eval_every : int
         Iterations between validation evaluations.
     val_num_samples : int
@@ -66,20 +76,31 @@ class TrainConfig:
     patience : int, optional
         Stop after this many evaluations without improvement of the validation NLL;
         ``None`` never stops early (the best evaluation is still restored).
+    elbo_every : int, optional
+        Iterations between full-data :func:`~bnn_mcmc.variational.elbo_estimate` calls
+        (logged as ``elbo``); ``None`` never.
+    elbo_num_draws : int
+        Draws per ELBO estimate.
     """
 
     num_iters: int = 1000
     lr: float = 1e-2
     lr_final: float | None = None
     batch_size: int | None = None
-    num_samples: int = 32
+    num_samples: int | None = None
     eval_every: int = 50
     val_num_samples: int = 100
     patience: int | None = None
+    elbo_every: int | None = 100
+    elbo_num_draws: int = 64
 
     def __post_init__(self) -> None:
         check_count("num_iters", self.num_iters, 1)
-        check_count("num_samples", self.num_samples, 2)
+        if self.num_samples is not None:
+            check_count("num_samples", self.num_samples, 2)
+        if self.elbo_every is not None:
+            check_count("elbo_every", self.elbo_every, 1)
+        check_count("elbo_num_draws", self.elbo_num_draws, 2)
         check_count("eval_every", self.eval_every, 1)
         check_count("val_num_samples", self.val_num_samples, 1)
         if self.batch_size is not None:
@@ -99,15 +120,24 @@ class TrainingHistory:
     Attributes
     ----------
     loss : list of float
-        Negative-ELBO estimate (for SSGE only its data part plus the cross-entropy).
+        The training loss; what it is says :attr:`loss_kind`.
+    loss_kind : str
+        ``'negative ELBO'`` (mean field, AVB) or ``'data NLL + cross-entropy (no entropy
+        term; not an ELBO)'`` (SSGE, which estimates only the entropy's gradient).  For
+        the ELBO itself see :attr:`elbo`.
     data_nll : list of float
         :math:`N/|\\mathcal B|`-scaled minibatch negative log-likelihood, averaged over draws.
     kl : list of float
         KL estimate, ``nan`` where the estimator gives only a gradient (SSGE).
     lr : list of float
         Learning rate used.
+    disc_loss : list of float
+        AVB discriminator loss after each step (``nan`` for other estimators).
     val_iters, val_nll : list
         Iterations (1-based) of the validation evaluations and their predictive NLL.
+    elbo_iters, elbo, elbo_kind : list, list, str
+        Iterations of the :func:`~bnn_mcmc.variational.elbo_estimate` calls, the
+        estimates, and their kind (``'unavailable'`` when ``q`` has no usable density).
     best_iter : int or None
         Iteration of the restored parameters (``None`` without validation data).
     stopped_early : bool
@@ -115,6 +145,11 @@ class TrainingHistory:
     """
 
     loss: list[float] = field(default_factory=list)
+    loss_kind: str = "negative ELBO"
+    disc_loss: list[float] = field(default_factory=list)
+    elbo_iters: list[int] = field(default_factory=list)
+    elbo: list[float] = field(default_factory=list)
+    elbo_kind: str = ""
     data_nll: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
@@ -254,12 +289,17 @@ def fit_variational(
     )
     batches = _minibatches(n, config.batch_size, gen)
     history = TrainingHistory()
-    best_nll, best_state, bad_evals = math.inf, None, 0
+    num_samples = (
+        posterior.default_num_samples() if config.num_samples is None else config.num_samples
+    )
+    if isinstance(posterior, ImplicitPosterior) and isinstance(posterior.estimator, SSGE):
+        history.loss_kind = "data NLL + cross-entropy (no entropy term; not an ELBO)"
+    best_nll, best_state, best_aux, bad_evals = math.inf, None, None, 0
     bar = tqdm(range(1, config.num_iters + 1), disable=not progress, desc=writer_tag)
     for it in bar:
         idx = next(batches)
         xb, yb = inputs[idx], targets[idx]
-        w = posterior.rsample(config.num_samples, gen)
+        w = posterior.rsample(num_samples, gen)
         data_nll = likelihood.nll(f(w, xb), yb).mean() * (n / idx.numel())
         kl = posterior.kl_term(w, prior, gen)
         loss = data_nll + kl.surrogate
@@ -274,11 +314,31 @@ def fit_variational(
             "data_nll": float(data_nll.detach()),
             "kl": math.nan if kl.estimate is None else kl.estimate,
             "lr": lr,
+            "disc_loss": posterior.auxiliary_loss(),
         }
         for key, value in record.items():
             getattr(history, key).append(value)
             if writer is not None:
                 writer.add_scalar(f"{writer_tag}/{key}", value, it)
+        if config.elbo_every is not None and (
+            it % config.elbo_every == 0 or it == config.num_iters
+        ):
+            est = elbo_estimate(
+                posterior,
+                f,
+                inputs,
+                targets,
+                likelihood,
+                prior,
+                num_draws=config.elbo_num_draws,
+                generator=torch.Generator().manual_seed(val_seed),
+            )
+            history.elbo_kind = est.kind
+            if est.kind != "unavailable":
+                history.elbo_iters.append(it)
+                history.elbo.append(est.value)
+                if writer is not None:
+                    writer.add_scalar(f"{writer_tag}/elbo", est.value, it)
         if val_data is not None and (it % config.eval_every == 0 or it == config.num_iters):
             val_gen = torch.Generator().manual_seed(val_seed)
             draws = posterior.sample(config.val_num_samples, val_gen)
@@ -291,6 +351,7 @@ def fit_variational(
             if val_nll < best_nll:
                 best_nll, bad_evals, history.best_iter = val_nll, 0, it
                 best_state = copy.deepcopy(posterior.state_dict())
+                best_aux = posterior.auxiliary_state()
             else:
                 bad_evals += 1
                 if config.patience is not None and bad_evals >= config.patience:
@@ -301,4 +362,5 @@ def fit_variational(
     bar.close()
     if best_state is not None:
         posterior.load_state_dict(best_state)
+        posterior.load_auxiliary_state(best_aux)
     return history
