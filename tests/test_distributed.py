@@ -181,3 +181,15 @@ def test_bad_arguments_are_clear_errors():
         sharded_pot_energy(net, x[:, :1], y)(w0)
     with pytest.raises(ValueError, match="nproc"):
         launch(dw.resume, 0)
+
+
+def test_cli_nproc_is_documented_and_refuses_resume(tmp_path, capsys):
+    from bnn_mcmc.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample", "--help"])
+    assert "--nproc" in capsys.readouterr().out
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[data]\nname = "regression_gap"\nn = 12\n[run]\noutput_dir = "out"\n')
+    assert main(["sample", str(cfg), "--nproc", "2", "--resume"]) == 1
+    assert "--resume is not supported with --nproc" in capsys.readouterr().err
