@@ -29,7 +29,11 @@ from . import distributed_workers as dw
 DEADLINE = 100.0  # seconds, per launch
 TIMEOUT = 30.0  # seconds a collective waits for a lost rank
 #: Ranks forked from one server that imported torch once (spawn: an interpreter per rank).
-FAST = {"start_method": "forkserver", "preload": ["torch", "tests.distributed_workers"]}
+FAST = {
+    "start_method": "forkserver",
+    "preload": ["torch", "tests.distributed_workers"],
+    "grace": TIMEOUT + 10,  # a loaded machine: let the survivors report before any kill
+}
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,7 @@ def launch(
     threads: int = 1,
     start_method: str = "spawn",
     preload: Sequence[str] = (),
+    grace: float = GRACE_SECONDS,
 ) -> list[Any]:
     """Run ``fn(*args)`` in ``nproc`` new local processes that form one process group.
 
@@ -174,6 +175,9 @@ def launch(
     preload
         Modules the fork server imports once (``start_method='forkserver'`` only;
         it takes effect when the server starts).
+    grace
+        Seconds the other ranks get to stop by themselves (and report why) after one
+        failed, before they are killed.
 
     Returns
     -------
@@ -225,7 +229,7 @@ def launch(
     try:
         for p in procs:
             p.start()
-        failures = _watch(procs, folder, deadline)
+        failures = _watch(procs, folder, deadline, float(grace))
         if failures:
             raise LaunchError(failures)
         return [pickle.loads((folder / f"result_{r}.pkl").read_bytes()) for r in range(nproc)]
@@ -238,7 +242,7 @@ def launch(
         del store
 
 
-def _watch(procs, folder: Path, deadline: float | None) -> list[RankFailure]:
+def _watch(procs, folder: Path, deadline: float | None, grace: float) -> list[RankFailure]:
     """Wait for every rank; stop the rest a grace period after the first failure."""
     ended: dict[int, RankFailure | None] = {}
     stop_at = None if deadline is None else time.monotonic() + float(deadline)
@@ -253,7 +257,7 @@ def _watch(procs, folder: Path, deadline: float | None) -> list[RankFailure]:
             if ended[r] is not None and first_failure is None:
                 first_failure = now
         late = stop_at is not None and now > stop_at
-        if late or (first_failure is not None and now - first_failure > GRACE_SECONDS):
+        if late or (first_failure is not None and now - first_failure > grace):
             why = (
                 f"stopped by the launcher: the deadline of {deadline} s passed"
                 if late

@@ -456,9 +456,7 @@ class Sampler:
         if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
             raise ValueError(f"target_accept must be in (0, 1); got {target_accept}.")
         if adapt_mass not in ADAPT_MASS_CHOICES:
-            raise ValueError(
-                f"adapt_mass must be one of {ADAPT_MASS_CHOICES}; got {adapt_mass!r}."
-            )
+            raise ValueError(f"adapt_mass must be one of {ADAPT_MASS_CHOICES}; got {adapt_mass!r}.")
         if adapt_mass is not None and not isinstance(
             self.metric, (ScalarMetric, DiagMetric, DenseMetric)
         ):
