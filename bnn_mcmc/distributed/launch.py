@@ -222,7 +222,7 @@ def launch(
                 str(folder),
             ),
             name=f"bnn_mcmc-rank{r}",
-            daemon=True,
+            daemon=False,  # a rank may start processes of its own; killed in `finally`
         )
         for r in range(nproc)
     ]
