@@ -25,6 +25,7 @@ from .bnn import (
     predict,
 )
 from .diagnostics import compare_posteriors, summary, to_inference_data
+from .distributed import sharded_pot_energy
 from .hnets import HMLP, ChunkedHMLP, HPerturbWrapper, HyperNetInterface, StructuredHMLP
 from .kernels.integrators import leapfrog
 from .kernels.kron_metric import KroneckerMetric
@@ -88,6 +89,7 @@ __all__ = [
     "nn_pot_energy",
     "pointwise_log_likelihood",
     "predict",
+    "sharded_pot_energy",
     "read_chunks",
     "summary",
     "to_inference_data",

@@ -28,6 +28,7 @@ EPILOG = """examples:
   bnn-mcmc demo                          # 4 NUTS chains on a 1-D toy, ~1-2 min
   bnn-mcmc sample run.toml               # a run described in a TOML file
   bnn-mcmc sample run.toml --resume      # continue it after it was killed
+  bnn-mcmc sample run.toml --nproc 2     # each chain's data sharded over 2 processes
   bnn-mcmc diagnose bnn_mcmc_demo        # summary and plots of a saved run
   bnn-mcmc compare runs/nuts runs/hmc    # one table across saved runs
 """
@@ -89,6 +90,10 @@ def cmd_sample(args) -> int:
         raw = cfg.as_dict()
         raw["run"]["output_dir"] = str(Path(args.out).resolve())
         cfg = from_dict(raw, cfg.base_dir)
+    if args.nproc is not None and args.nproc > 1:  # issue 14: one chain over N processes
+        from .sharded import sample_sharded
+
+        return sample_sharded(cfg, args.nproc, args.resume, _finish)
     return _sample(cfg, resume=args.resume)
 
 
@@ -214,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints (same config required)",
     )
     s.add_argument("--out", default=None, help="override run.output_dir")
+    s.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="shard the data of every chain over this many local processes (one thread "
+        "each; rank 0 writes); several machines: see the README",
+    )
     s.set_defaults(func=cmd_sample)
 
     g = sub.add_parser(

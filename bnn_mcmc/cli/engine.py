@@ -42,7 +42,7 @@ def initial_positions(problem: Problem, seed: int, chains: int) -> list[torch.Te
     return [problem.initial_position(seed * 1000 + k) for k in range(chains)]
 
 
-def _sampler_kwargs(cfg: RunConfig) -> dict:
+def sampler_kwargs(cfg: RunConfig) -> dict:
     """The sampler settings given in the file (the samplers' own defaults otherwise)."""
     names = {
         "step_size": "stepsize",
@@ -61,7 +61,7 @@ def _dask_client(cfg: RunConfig):
     return Client(cluster)
 
 
-def _prepare_output(cfg: RunConfig, resume: bool) -> Path:
+def prepare_output(cfg: RunConfig, resume: bool) -> Path:
     out = cfg.output_dir
     saved = out / CONFIG_FILE
     if resume:
@@ -88,7 +88,7 @@ def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiC
     Returns the :class:`~bnn_mcmc.multichain.MultiChainHMC`; wall times of warmup and
     sampling are written to ``timing.json`` in the output folder.
     """
-    out = _prepare_output(cfg, resume)
+    out = prepare_output(cfg, resume)
     run, s = cfg.run, cfg.sampler
     client = (
         _dask_client(cfg) if run["backend"] == "dask" and not run["scheduler_address"] else None
@@ -121,7 +121,7 @@ def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiC
                 checkpoint_every=run["checkpoint_every"],
                 thin=s["thin"],
                 **common,
-                **_sampler_kwargs(cfg),
+                **sampler_kwargs(cfg),
             )
         if any(c.warmup_trajectory.shape[0] == 0 for c in mc.chains) and s["warmup"] > 0:
             mc.warmup(

@@ -46,6 +46,8 @@ from ..optim.fisher_metric import resolve_inv_mass
 from ..storage import DrawStore
 
 ADAPT_MASS_CHOICES = ("diag", "dense", None)
+#: ``thin`` of a rank that does not write output (it keeps no draw; its chain is unchanged).
+FOLLOWER_THIN = 2**62
 
 
 def check_position(position: object, name: str = "initial_position") -> Tensor:
@@ -136,6 +138,22 @@ class Sampler:
     ):
         position = check_position(initial_position)
         self.compile_potential = bool(compile_potential)
+        # issue 14 hook: a sharded potential (bnn_mcmc.distributed) checks here, with one
+        # all-gather, that every rank starts the same chain, and says whether this rank writes
+        self.writes_output = bool(getattr(pot_energy_func, "is_writer", True))
+        start_chain = getattr(pot_energy_func, "start_chain", None)
+        if start_chain is not None:
+            start_chain(
+                self,
+                position,
+                {
+                    "seed": seed,
+                    "generator": None if generator is None else generator.get_state(),
+                    "step_size": step_size,
+                    "inv_mass": inv_mass,
+                    "compile_potential": self.compile_potential,
+                },
+            )
         self._potential = Potential(pot_energy_func, compile=self.compile_potential)
         self._state: PotentialValue = self._potential.check_initial(position, self.uses_gradient)
         self.dim = position.shape[0]
@@ -150,7 +168,7 @@ class Sampler:
         self.generator = make_generator(seed, generator, position.device)
         self.logger = logger
         self.log_interval = check_count("log_interval", log_interval, 1)
-        self.writer = writer
+        self.writer = writer if self.writes_output else None
         self.writer_tag = writer_tag
         self.progress = bool(progress)
         self._draws = DrawStore(self.dim, position.dtype, self.stat_names)
@@ -527,6 +545,9 @@ class Sampler:
                 raise ValueError("checkpoint_every needs an output_dir to write checkpoints to.")
         thin = check_count("thin", thin, 1)
         chunk_size = check_count("chunk_size", chunk_size, 1)
+        if output_dir is not None and not self.writes_output:
+            # a follower of a sharded chain (issue 14): no files, no draws; the chain is rank 0's
+            output_dir, checkpoint_every, thin = None, None, FOLLOWER_THIN
         if output_dir is not None:
             output_dir = Path(output_dir)
             if fresh and (
