@@ -35,13 +35,12 @@ from ..adaptation import (
 )
 from ..checkpoint import (
     CHECKPOINT_NAME,
-    load_checkpoint,
     load_sampler_state,
-    rebuild_sampler,
+    resume_sampler,
     sampler_state_dict,
     save_checkpoint,
 )
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_positive, check_seed
 from ..kernels.hmc import uniform
 from ..kernels.integrators import IntegratorState, integrate
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
@@ -89,8 +88,8 @@ def make_generator(
                 f"it with torch.Generator(device='{device}')."
             )
         return generator
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    if seed is not None:
+        seed = check_seed(seed)
     g = torch.Generator(device=device)
     g.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
     return g
@@ -135,6 +134,8 @@ class Sampler:
     progress_label: str | None = None
     _pending_sampling = 0
     _since_checkpoint = 0
+    #: Number of MultiChainHMC calls recorded in this chain (its run journal, issue 16).
+    run_call: int = 0
 
     def __init__(
         self,
@@ -220,7 +221,16 @@ class Sampler:
 
     @stepsize.setter
     def stepsize(self, value: float) -> None:
-        self.step_size = check_positive("stepsize", value)
+        self._step_size = check_positive("stepsize", value)
+
+    @property
+    def step_size(self) -> float:
+        """The step size of the next transition (checked like :attr:`stepsize` on assignment)."""
+        return self._step_size
+
+    @step_size.setter
+    def step_size(self, value: float) -> None:
+        self._step_size = check_positive("step_size", value)
 
     @property
     def current_position(self) -> Tensor:
@@ -560,7 +570,7 @@ class Sampler:
         thin = check_count("thin", thin, 1)
         chunk_size = check_count("chunk_size", chunk_size, 1)
         if output_dir is not None:
-            output_dir = Path(output_dir)
+            output_dir = Path(os.path.abspath(output_dir))  # a later chdir must not move the run
             if fresh and (
                 (output_dir / CHECKPOINT_NAME).exists() or (output_dir / "draws").exists()
             ):
@@ -630,16 +640,23 @@ class Sampler:
 
     @classmethod
     def resume(
-        cls, output_dir: str | os.PathLike, pot_energy_func: Callable[[Tensor], Tensor], **kwargs
+        cls,
+        output_dir: str | os.PathLike,
+        pot_energy_func: Callable[[Tensor], Tensor],
+        force: bool = False,
+        **kwargs,
     ) -> Sampler:
         """Rebuild a chain from ``output_dir/checkpoint.pt`` and finish its interrupted call.
 
-        The draws equal those of an uninterrupted run bit for bit.  The
-        potential is passed again (it is code, not data); ``kwargs`` are the
+        The draws equal those of an uninterrupted run bit for bit.  The chain
+        writes into ``output_dir`` (wherever the run folder was moved or
+        copied to).  The potential is passed again (it is code, not data) and
+        checked against the checkpoint (see :mod:`bnn_mcmc.runfolder`);
+        ``force=True`` continues with a different one.  ``kwargs`` are the
         options that are not saved: ``logger``, ``writer``, ``writer_tag``,
-        ``progress`` and ``device``.
+        ``progress`` and ``device``; any other is an error.
         """
-        sampler = rebuild_sampler(load_checkpoint(output_dir), pot_energy_func, **kwargs)
+        sampler = resume_sampler(output_dir, pot_energy_func, force=force, **kwargs)
         if cls is not Sampler and not isinstance(sampler, cls):
             raise ValueError(
                 f"{output_dir} holds a {type(sampler).__name__} chain; resume it with "
@@ -660,3 +677,4 @@ class Sampler:
         from ..diagnostics.summary import summary
 
         return summary(self, **kwargs)
+
