@@ -43,8 +43,14 @@ from .runfolder import (
 CHECKPOINT_NAME = "checkpoint.pt"
 
 #: Constructor arguments a sampler keeps as attributes of the same name.
-INIT_ATTRIBUTES = ("num_steps", "jitter", "max_tree_depth", "delta_max", "log_interval",
-                   "compile_potential")
+INIT_ATTRIBUTES = (
+    "num_steps",
+    "jitter",
+    "max_tree_depth",
+    "delta_max",
+    "log_interval",
+    "compile_potential",
+)
 
 
 def metric_state(metric: Metric) -> dict:
@@ -253,12 +259,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 _REQUIRED_KEYS = (
-    "class", "init", "device", "dtype", "position", "potential", "grad", "step_size", "metric",
-    "generator", "warmup", "pending_sampling", "counters", "output", "draws", "warmup_draws",
+    "class",
+    "init",
+    "device",
+    "dtype",
+    "position",
+    "potential",
+    "grad",
+    "step_size",
+    "metric",
+    "generator",
+    "warmup",
+    "pending_sampling",
+    "counters",
+    "output",
+    "draws",
+    "warmup_draws",
 )
 _COUNTERS = (
-    "num_transitions", "num_accepted", "sum_accept_stat", "writer_step", "since_checkpoint",
-    "num_grad_evals", "num_evals",
+    "num_transitions",
+    "num_accepted",
+    "sum_accept_stat",
+    "writer_step",
+    "since_checkpoint",
+    "num_grad_evals",
+    "num_evals",
 )
 
 

@@ -30,7 +30,7 @@ from .runlog import (
     write_run_manifest,
 )
 from .seeds import chain_seeds
-from .vectorized import run_vectorized
+from .vectorized import check_batched_potential, run_vectorized
 
 CHAIN_TYPES: dict[str, type[Sampler]] = {"hmc": HMC, "nuts": NUTS, "mh": MetropolisHastings}
 OUTPUT_OPTIONS = ("output_dir", "checkpoint_every", "thin", "chunk_size")
@@ -304,7 +304,7 @@ class MultiChainHMC:
             )
         indices = list(num_chains)
         if len(set(indices)) != len(indices) or not all(
-            isinstance(i, int) and 0 <= i < total for i in indices
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < total for i in indices
         ):
             raise ValueError(
                 f"num_chains as a list must hold distinct chain indices in [0, {total}); "
@@ -443,6 +443,8 @@ class MultiChainHMC:
             # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
             # through the network's batched forward) is faster than vmap over the 1-D one
             func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
+        else:
+            check_batched_potential(func, [self.chains[i] for i in indices])
         try:
             run_vectorized([self.chains[i] for i in indices], func)
         except (ValueError, RuntimeError, TypeError) as err:
