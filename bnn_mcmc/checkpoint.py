@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import math
 import os
 from collections.abc import Callable
@@ -208,6 +209,26 @@ def save_checkpoint(
     if not (path.parent / MANIFEST_NAME).exists():
         write_manifest(path.parent, manifest_of(state))
     atomic_write(path, buffer.getvalue(), run_dir)
+
+
+def holds_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run worth keeping: a checkpoint, or committed draws.
+
+    A folder whose creation was killed before its first checkpoint holds at most
+    empty indices and a manifest: it may be set up afresh.
+    """
+    folder = Path(folder)
+    if (folder / CHECKPOINT_NAME).exists():
+        return True
+    for sub in ("draws", "warmup"):
+        index = folder / sub / "index.json"
+        if index.exists():
+            try:
+                if json.loads(index.read_text()).get("chunks"):
+                    return True
+            except (ValueError, OSError, AttributeError):
+                return True
+    return False
 
 
 def manifest_of(state: dict, num_chains: int = 1) -> Manifest:

@@ -268,10 +268,8 @@ class MultiChainHMC:
             first.dim,
             str(first.position.dtype).removeprefix("torch."),
         )
-        for i, chain in enumerate(self.chains):
+        for i, chain in enumerate(self.chains):  # each writes its initial checkpoint
             chain.configure_output(_chain_dir(self.output_dir, i), **output)
-            if chain.checkpoint_every is not None:
-                chain.save_checkpoint()
         self._write_meta(committed=True)
 
     @property

@@ -35,6 +35,7 @@ from ..adaptation import (
 )
 from ..checkpoint import (
     CHECKPOINT_NAME,
+    holds_run,
     load_sampler_state,
     resume_sampler,
     sampler_state_dict,
@@ -352,6 +353,7 @@ class Sampler:
             raise RuntimeError("an interrupted warmup is pending; call resume_warmup() first.")
         bar = self._progress_bar(n, "sampling")
         self._pending_sampling = n
+        self._checkpoint_call()
         for i in range(n):
             self._count_sampling(self._transition(self.step_size, self._draws))
             self._log("sampling", i + 1, n)
@@ -438,6 +440,7 @@ class Sampler:
             ``False`` keeps the step size (and only adapts the mass matrix).
         """
         self._begin_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
+        self._checkpoint_call()
         self.resume_warmup()
 
     def _begin_warmup(self, num_steps, target_accept, adapt_mass, adapt_step_size) -> None:
@@ -561,6 +564,14 @@ class Sampler:
         if self._draws._seen or self._warmup_draws._seen:
             raise RuntimeError("configure_output must be called before the first transition.")
         self._configure_output(output_dir, thin, checkpoint_every, chunk_size, fresh=True)
+        self._checkpoint_call()
+
+    def _checkpoint_call(self) -> None:
+        """Save the state when a call begins (issue 16), so that a kill before the first
+        periodic checkpoint still resumes: the folder always holds a checkpoint, and the
+        checkpoint always holds the call in progress."""
+        if self.checkpoint_every is not None:
+            self.save_checkpoint()
 
     def _configure_output(self, output_dir, thin, checkpoint_every, chunk_size, fresh: bool):
         if checkpoint_every is not None:
@@ -571,9 +582,7 @@ class Sampler:
         chunk_size = check_count("chunk_size", chunk_size, 1)
         if output_dir is not None:
             output_dir = Path(os.path.abspath(output_dir))  # a later chdir must not move the run
-            if fresh and (
-                (output_dir / CHECKPOINT_NAME).exists() or (output_dir / "draws").exists()
-            ):
+            if fresh and holds_run(output_dir):
                 raise ValueError(
                     f"output_dir {output_dir} already holds a run; continue it with "
                     "resume(output_dir, pot_energy_func) or choose a new directory."
