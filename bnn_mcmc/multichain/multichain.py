@@ -14,7 +14,7 @@ from torch import Tensor
 from ..checkpoint import load_checkpoint, manifest_of, rebuild_sampler
 from ..checks import check_seed, check_starts
 from ..kernels.batched_hmc import vmap_potential
-from ..runfolder import check_manifest
+from ..runfolder import SettingsMismatchError, check_manifest
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
 from .executors import BACKENDS, ChainError, ChainTask, run_tasks
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
@@ -539,8 +539,10 @@ class MultiChainHMC:
             folder = _chain_dir(output_dir, i)
             state = load_checkpoint(folder)
             check_chain_class(output_dir, i, state["class"], expected)
-            if i == 0:
+            try:
                 check_manifest(output_dir, manifest_of(state, n), force)
+            except SettingsMismatchError as err:
+                raise SettingsMismatchError(f"{folder}/checkpoint.pt: {err}") from None
             chain = rebuild_sampler(
                 state,
                 build_potential(self._specs[i], device),
