@@ -38,6 +38,7 @@ from .runfolder import (
     check_manifest,
     check_potential_fingerprint,
     read_bytes,
+    remove_stale_temporaries,
     write_manifest,
 )
 
@@ -484,5 +485,7 @@ def resume_sampler(
     device = kwargs.pop("device", None)
     check_resume_options(kwargs)
     folder = Path(os.path.abspath(folder))
+    for sub in (folder, folder / "draws", folder / "warmup"):
+        remove_stale_temporaries(sub)
     state = load_checkpoint(folder)
     return rebuild_sampler(state, pot_energy_func, device, folder=folder, force=force, **kwargs)

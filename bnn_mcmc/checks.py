@@ -45,10 +45,14 @@ def check_starts(positions: list) -> list:
     if not positions:
         raise ValueError("initial_positions must hold at least one position.")
     for i, p in enumerate(positions):
-        if not isinstance(p, torch.Tensor) or p.ndim != 1:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(
+                f"initial_positions[{i}] must be a torch.Tensor (a flat weight vector); got "
+                f"{type(p).__name__}."
+            )
+        if p.ndim != 1:
             raise ValueError(
-                f"initial_positions[{i}] must be a 1-D tensor; got "
-                f"{type(p).__name__ if not isinstance(p, torch.Tensor) else tuple(p.shape)}."
+                f"initial_positions[{i}] must be a 1-D tensor; got shape {tuple(p.shape)}."
             )
     lengths = sorted({p.shape[0] for p in positions})
     if len(lengths) > 1:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -157,6 +158,31 @@ def atomic_write(
             f"file is intact; {_remedy(run_dir)}.",
         ) from err
     _sync_directory(path.parent)
+
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that killed writes of :func:`atomic_write` left in ``folder``.
+
+    Only names of the form ``.<name>.<16 hex digits>.tmp`` are removed (a link
+    of that name is removed as a link, never followed).  Call it only when no
+    other process writes the run.  Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if _TEMPORARY.match(entry.name) and not entry.is_dir(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _sync_directory(folder: Path) -> None:

@@ -102,6 +102,14 @@ def _patch_replace(monkeypatch, folder: Path, kill_at: int | None, side: str) ->
     return count
 
 
+def _resumable(folder: Path) -> bool:
+    """Whether the job will resume (not start afresh) from ``folder``."""
+    meta = folder / "multichain.json"
+    if meta.exists():
+        return json.loads(meta.read_text())["committed"]
+    return (folder / "checkpoint.pt").exists()
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     """Chunk files and indices (checkpoints differ only in counters of finished calls)."""
     return {
@@ -131,10 +139,13 @@ def _check_every_write(tmp_path, monkeypatch, job, read):
             with pytest.raises(Killed):
                 job(folder)
             monkeypatch.setattr(os, "replace", real_replace)
+            resumable = _resumable(folder)
             got = read(job(folder))
             for a, b in zip(got, ref):
                 assert torch.equal(a, b), f"write {k} ({side}): draws differ"
             assert _files(folder) == ref_files, f"write {k} ({side}): chunk files differ"
+            if resumable:  # resume removed the temporary file the kill left behind
+                assert not list(folder.rglob(".*.tmp")), f"write {k} ({side}): stale files"
             tried += 1
     return n_writes, tried
 

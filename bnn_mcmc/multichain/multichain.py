@@ -14,7 +14,7 @@ from torch import Tensor
 from ..checkpoint import load_checkpoint, manifest_of, rebuild_sampler
 from ..checks import check_seed, check_starts
 from ..kernels.batched_hmc import vmap_potential
-from ..runfolder import SettingsMismatchError, check_manifest
+from ..runfolder import SettingsMismatchError, check_manifest, remove_stale_temporaries
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
 from .executors import BACKENDS, ChainError, ChainTask, run_tasks
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
@@ -441,8 +441,9 @@ class MultiChainHMC:
             # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
             # through the network's batched forward) is faster than vmap over the 1-D one
             func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
-        else:
+        elif not getattr(self, "_batched_checked", False):  # once, at the first batched call
             check_batched_potential(func, [self.chains[i] for i in indices])
+            self._batched_checked = True
         try:
             run_vectorized([self.chains[i] for i in indices], func)
         except (ValueError, RuntimeError, TypeError) as err:
@@ -522,6 +523,7 @@ class MultiChainHMC:
         """
         output_dir = Path(os.path.abspath(output_dir))
         meta = read_meta(output_dir, CHAIN_TYPES)
+        remove_stale_temporaries(output_dir)
         self = cls.__new__(cls)
         n = meta.num_chains
         self.chain_type, self.seed, self.seeds = meta.chain_type, meta.seed, meta.seeds
@@ -537,6 +539,8 @@ class MultiChainHMC:
         for i in range(n):
             device = torch.device(self.devices[i])
             folder = _chain_dir(output_dir, i)
+            for sub in (folder, folder / "draws", folder / "warmup"):
+                remove_stale_temporaries(sub)
             state = load_checkpoint(folder)
             check_chain_class(output_dir, i, state["class"], expected)
             try:

@@ -686,4 +686,3 @@ class Sampler:
         from ..diagnostics.summary import summary
 
         return summary(self, **kwargs)
-
