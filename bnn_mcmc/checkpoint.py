@@ -8,14 +8,19 @@ continues bit for bit as if it had never stopped.  Potentials are code, not
 data: they are passed again when a sampler is rebuilt.
 
 Snapshots contain only tensors, Python numbers, strings, lists and dicts, so
-:func:`torch.load` reads them with ``weights_only=True``.  Files are written to
-a temporary name and moved into place atomically, so a kill during a save
-leaves the previous checkpoint intact.
+:func:`torch.load` reads them with ``weights_only=True``; a loaded snapshot is
+validated (:func:`validate_checkpoint`) before use.  Files are written with
+:func:`bnn_mcmc.runfolder.atomic_write`, so a kill during a save leaves the
+previous checkpoint intact.  A checkpoint records no absolute path: resuming
+writes into the folder it is read from.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
+import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +30,29 @@ import torch
 from .adaptation import DualAveragingState, WelfordState
 from .kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric
 from .kernels.potential import PotentialValue
+from .runfolder import (
+    MANIFEST_NAME,
+    DamagedRunError,
+    Manifest,
+    atomic_write,
+    check_manifest,
+    check_potential_fingerprint,
+    read_bytes,
+    remove_stale_temporaries,
+    write_manifest,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 #: Constructor arguments a sampler keeps as attributes of the same name.
-INIT_ATTRIBUTES = ("num_steps", "jitter", "max_tree_depth", "delta_max", "log_interval",
-                   "compile_potential")
+INIT_ATTRIBUTES = (
+    "num_steps",
+    "jitter",
+    "max_tree_depth",
+    "delta_max",
+    "log_interval",
+    "compile_potential",
+)
 
 
 def metric_state(metric: Metric) -> dict:
@@ -137,6 +159,7 @@ def sampler_state_dict(sampler) -> dict:
         "output": sampler.output_options(),
         "draws": sampler._draws.state_dict(),
         "warmup_draws": sampler._warmup_draws.state_dict(),
+        "run_call": sampler.run_call,
     }
 
 
@@ -166,18 +189,77 @@ def load_sampler_state(sampler, state: dict) -> None:
     sampler._potential.num_evals = c["num_evals"]
     sampler._draws.load_state_dict(state["draws"])
     sampler._warmup_draws.load_state_dict(state["warmup_draws"])
+    sampler.run_call = int(state.get("run_call", 0))
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write ``state`` with :func:`torch.save`, atomically."""
+def save_checkpoint(
+    path: str | os.PathLike, state: dict, run_dir: str | os.PathLike | None = None
+) -> None:
+    """Write ``state`` with :func:`torch.save`, atomically (``runfolder.atomic_write``).
+
+    The folder is not recorded (``output_dir`` is saved as ``'.'``): the run
+    folder is wherever the file is when it is resumed.  The folder's
+    ``manifest.json`` is written with the first checkpoint.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    run_dir = path.parent if run_dir is None else run_dir
+    if isinstance(state.get("output"), dict) and state["output"].get("output_dir") is not None:
+        state = {**state, "output": {**state["output"], "output_dir": "."}}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    if not (path.parent / MANIFEST_NAME).exists():
+        write_manifest(path.parent, manifest_of(state))
+    atomic_write(path, buffer.getvalue(), run_dir)
+
+
+def holds_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run worth keeping: a checkpoint, or committed draws.
+
+    A folder whose creation was killed before its first checkpoint holds at most
+    empty indices and a manifest: it may be set up afresh.
+    """
+    folder = Path(folder)
+    if (folder / CHECKPOINT_NAME).exists():
+        return True
+    for sub in ("draws", "warmup"):
+        index = folder / sub / "index.json"
+        if index.exists():
+            try:
+                if json.loads(index.read_text()).get("chunks"):
+                    return True
+            except (ValueError, OSError, AttributeError):
+                return True
+    return False
+
+
+def manifest_of(state: dict, num_chains: int = 1) -> Manifest:
+    """The :class:`~bnn_mcmc.runfolder.Manifest` of a chain snapshot."""
+    return Manifest(
+        chain_type=state["class"],
+        num_chains=num_chains,
+        dim=int(state["position"].shape[0]),
+        dtype=state["dtype"],
+    )
+
+
+_DAMAGED_REMEDY = (
+    "restore the folder from a copy, or resume an older copy of the run; the draws already "
+    "committed can still be read with bnn_mcmc.storage.read_chunks"
+)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``."""
+    """Read and validate a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no checkpoint.
+    DamagedRunError
+        When the file is truncated, not a checkpoint, holds objects other than
+        plain data, or holds invalid values (a bad step size or mass matrix);
+        the message names the file and the remedy.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -185,7 +267,124 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"no checkpoint at {path}; was the run started with output_dir and checkpoint_every?"
         )
-    return torch.load(path, weights_only=True, map_location="cpu")
+    data = read_bytes(path)
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as err:  # torch raises many kinds on bad bytes; none is informative
+        kind = "truncated" if isinstance(err, EOFError) or len(data) < 64 else "unreadable"
+        raise DamagedRunError(
+            f"{path} is {kind}: it is not a complete bnn_mcmc checkpoint of plain data "
+            f"({type(err).__name__}); it is refused, never loaded unsafely. {_DAMAGED_REMEDY}."
+        ) from None
+    validate_checkpoint(state, path)
+    return state
+
+
+_REQUIRED_KEYS = (
+    "class",
+    "init",
+    "device",
+    "dtype",
+    "position",
+    "potential",
+    "grad",
+    "step_size",
+    "metric",
+    "generator",
+    "warmup",
+    "pending_sampling",
+    "counters",
+    "output",
+    "draws",
+    "warmup_draws",
+)
+_COUNTERS = (
+    "num_transitions",
+    "num_accepted",
+    "sum_accept_stat",
+    "writer_step",
+    "since_checkpoint",
+    "num_grad_evals",
+    "num_evals",
+)
+
+
+def validate_checkpoint(state: object, path: str | os.PathLike) -> None:
+    """Check that a loaded checkpoint has the keys and sane values a chain needs.
+
+    The step size must be finite and positive, the inverse mass matrix finite
+    and positive (a positive scalar, a positive vector of the chain's length,
+    or a symmetric positive-definite matrix), the position a finite 1-D
+    floating tensor.
+
+    Raises
+    ------
+    DamagedRunError
+        Naming the file and what is wrong.
+    """
+
+    def bad(what: str) -> DamagedRunError:
+        return DamagedRunError(f"{path}: {what}; the checkpoint is damaged: {_DAMAGED_REMEDY}.")
+
+    if not isinstance(state, dict):
+        raise bad(f"holds a {type(state).__name__}, not a checkpoint")
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise bad(f"keys {missing} are missing")
+    if state["class"] not in sampler_classes():
+        raise bad(f"unknown chain class {state['class']!r}")
+    position = state["position"]
+    if not isinstance(position, torch.Tensor) or position.ndim != 1 or position.numel() == 0:
+        raise bad("the position is not a non-empty 1-D tensor")
+    if not position.is_floating_point() or not bool(torch.isfinite(position).all()):
+        raise bad("the position is not a finite floating tensor")
+    if str(position.dtype).removeprefix("torch.") != state["dtype"]:
+        raise bad(f"the position has dtype {position.dtype}, the checkpoint says {state['dtype']}")
+    dim = position.shape[0]
+    grad = state["grad"]
+    if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != position.shape):
+        raise bad("the cached gradient does not match the position")
+    if isinstance(state["potential"], bool) or not isinstance(state["potential"], (int, float)):
+        raise bad("the cached potential is not a number")
+    step = state["step_size"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf:
+        raise bad(f"the step size {step!r} is not a finite positive number")
+    _validate_metric(state["metric"], dim, bad)
+    if not isinstance(state["generator"], torch.Tensor) or state["generator"].dtype != torch.uint8:
+        raise bad("the generator state is not a byte tensor")
+    counters = state["counters"]
+    if not isinstance(counters, dict) or any(k not in counters for k in _COUNTERS):
+        raise bad("the counters are incomplete")
+    for key in ("init", "output", "draws", "warmup_draws"):
+        if not isinstance(state[key], dict):
+            raise bad(f"{key!r} is not a table")
+    pending = state["pending_sampling"]
+    if isinstance(pending, bool) or not isinstance(pending, int) or pending < 0:
+        raise bad(f"the pending number of transitions {pending!r} is invalid")
+
+
+def _validate_metric(metric: object, dim: int, bad) -> None:
+    if not isinstance(metric, dict) or metric.get("kind") not in ("scalar", "diag", "dense"):
+        raise bad("the metric is not a scalar, diagonal or dense inverse mass matrix")
+    inv = metric.get("inv_mass")
+    if metric["kind"] == "scalar":
+        if isinstance(inv, bool) or not isinstance(inv, (int, float)) or not 0 < inv < math.inf:
+            raise bad(f"the inverse mass {inv!r} is not a finite positive number")
+        return
+    if not isinstance(inv, torch.Tensor) or not inv.is_floating_point():
+        raise bad("the inverse mass matrix is not a floating tensor")
+    shape = (dim,) if metric["kind"] == "diag" else (dim, dim)
+    if tuple(inv.shape) != shape:
+        raise bad(f"the inverse mass matrix has shape {tuple(inv.shape)}, expected {shape}")
+    if not bool(torch.isfinite(inv).all()):
+        raise bad("the inverse mass matrix has NaN or inf entries")
+    if metric["kind"] == "diag":
+        if not bool((inv > 0).all()):
+            raise bad("the diagonal inverse mass matrix has entries <= 0")
+        return
+    m = inv.double()
+    if not torch.allclose(m, m.T, rtol=1e-6, atol=1e-12) or torch.linalg.cholesky_ex(m).info:
+        raise bad("the dense inverse mass matrix is not symmetric positive definite")
 
 
 def sampler_classes() -> dict[str, type]:
@@ -195,13 +394,44 @@ def sampler_classes() -> dict[str, type]:
     return {cls.__name__: cls for cls in (HMC, NUTS, MetropolisHastings)}
 
 
-def rebuild_sampler(state: dict, pot_energy_func: Callable, device=None, **kwargs):
-    """A sampler of the snapshot's class on ``device`` (default: the snapshot's), restored.
+#: Options that resume accepts besides the potential (everything else is saved).
+RESUME_OPTIONS = ("logger", "writer", "writer_tag", "progress")
+
+
+def check_resume_options(kwargs: dict) -> None:
+    """Refuse options that a resume cannot honour (the saved values are used)."""
+    unknown = [k for k in kwargs if k not in RESUME_OPTIONS]
+    if unknown:
+        raise TypeError(
+            f"resume cannot honour {', '.join(map(repr, unknown))}: the run continues with the "
+            "settings saved in its checkpoint (step size, mass matrix, trajectory options, "
+            f"output options) so that its draws match an uninterrupted run. Only "
+            f"{', '.join(RESUME_OPTIONS)}, device and force are accepted; to change a setting, "
+            "change the attribute after resume returns (e.g. sampler.step_size = 0.1)."
+        )
+
+
+def rebuild_sampler(
+    state: dict,
+    pot_energy_func: Callable,
+    device=None,
+    folder: str | os.PathLike | None = None,
+    force: bool = False,
+    **kwargs,
+):
+    r"""A sampler of the snapshot's class on ``device`` (default: the snapshot's), restored.
 
     ``kwargs`` are constructor arguments that are not data (``logger``,
     ``writer``, ``writer_tag``, ``progress``).  ``device`` must be of the
     snapshot's device type (another CUDA index is fine): generator states
     are device-specific.
+
+    ``folder`` is the run folder the snapshot was read from: the chain then
+    writes there (never where the run was first started), and the potential
+    passed in is checked against the snapshot — :math:`U` and
+    :math:`\|\nabla U\|` at the saved position
+    (:func:`~bnn_mcmc.runfolder.check_potential_fingerprint`) — unless
+    ``force``.  The folder's manifest is compared as well.
     """
     cls = sampler_classes()[state["class"]]
     device = torch.device(device if device is not None else state["device"])
@@ -215,6 +445,47 @@ def rebuild_sampler(state: dict, pot_energy_func: Callable, device=None, **kwarg
     position = state["position"].to(device)
     generator = torch.Generator(device=device)
     sampler = cls(position, pot_energy_func, generator=generator, **state["init"], **kwargs)
-    sampler._configure_output(**state["output"], fresh=False)
-    load_sampler_state(sampler, state)
+    output = dict(state["output"])
+    if folder is not None:
+        check_manifest(folder, manifest_of(state), force)
+        fresh_grad = sampler._state.grad
+        check_potential_fingerprint(
+            Path(folder) / CHECKPOINT_NAME,
+            float(state["potential"]),
+            float(sampler.potential_energy),
+            None if state["grad"] is None else float(state["grad"].double().norm()),
+            None if fresh_grad is None else float(fresh_grad.detach().double().norm()),
+            state["dtype"],
+            force,
+        )
+        if output.get("output_dir") is not None:
+            output["output_dir"] = Path(folder)
+    elif output.get("output_dir") == ".":
+        raise ValueError("a snapshot read from a file needs its folder: pass folder=.")
+    sampler._configure_output(**output, fresh=False)
+    try:
+        load_sampler_state(sampler, state)
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+        where = "the snapshot" if folder is None else Path(folder) / CHECKPOINT_NAME
+        raise DamagedRunError(
+            f"{where}: invalid content ({type(err).__name__}: {err}); {_DAMAGED_REMEDY}."
+        ) from None
     return sampler
+
+
+def resume_sampler(
+    folder: str | os.PathLike, pot_energy_func: Callable, force: bool = False, **kwargs
+):
+    """The chain saved in ``folder``, rebuilt to write into ``folder`` (:func:`rebuild_sampler`).
+
+    ``kwargs`` are ``device`` and the options of :data:`RESUME_OPTIONS`; any
+    other (``stepsize=``, ``num_steps=``, ...) cannot be honoured and is a
+    TypeError.
+    """
+    device = kwargs.pop("device", None)
+    check_resume_options(kwargs)
+    folder = Path(os.path.abspath(folder))
+    for sub in (folder, folder / "draws", folder / "warmup"):
+        remove_stale_temporaries(sub)
+    state = load_checkpoint(folder)
+    return rebuild_sampler(state, pot_energy_func, device, folder=folder, force=force, **kwargs)

@@ -37,6 +37,7 @@ allowed.  Example::
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "n": Key(_INT, None, minimum=2, doc="number of points of a built-in toy"),
         "noise": Key(_NUM, None, minimum=0, doc="noise of a built-in toy"),
-        "seed": Key(_INT, None, doc="seed of a built-in toy (default 0)"),
+        "seed": Key(_INT, None, minimum=0, doc="seed of a built-in toy (default 0)"),
     },
     "network": {
         "hidden": Key(_LIST, [50, 50], doc="hidden layer widths"),
@@ -124,7 +125,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _NUM, None, positive=True, doc="initial step size (hmc/nuts; default 0.02)"
         ),
         "num_steps": Key(_INT, None, minimum=1, doc="leapfrog steps (hmc; default 1)"),
-        "max_tree_depth": Key(_INT, None, minimum=1, doc="(nuts; default 10)"),
+        "max_tree_depth": Key(_INT, None, minimum=1, doc="(nuts; default 10, at most 30)"),
         "proposal_std": Key(_NUM, None, positive=True, doc="initial proposal std (mh; default 1)"),
         "target_accept": Key(_NUM, None, positive=True, doc="default 0.8 (hmc/nuts), 0.234 (mh)"),
         "adapt_mass": Key(_STR, "diag", ("diag", "dense", "none")),
@@ -136,7 +137,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_parallel": Key(_INT, 1, minimum=1, doc="chains run at once (joblib/dask)"),
         "scheduler_address": Key(_STR, None, doc="Dask scheduler, e.g. tcp://host:8786"),
         "devices": Key(_LIST, None, doc='e.g. ["cuda:0", "cuda:1"]'),
-        "seed": Key(_INT, 0),
+        "seed": Key(_INT, 0, minimum=0),
         "output_dir": Key(_STR, "bnn_mcmc_run", doc="relative to the config file"),
         "checkpoint_every": Key(
             _INT, 100, minimum=1, doc="transitions between checkpoints (for --resume)"
@@ -169,6 +170,8 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
         raise ConfigError(
             f"{where}: expected {_a_type(key.types)}, got {type(value).__name__} {value!r}."
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}.")
     if key.choices is not None and value not in key.choices:
         allowed = ", ".join(repr(c) for c in key.choices)
         raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {allowed}.")
@@ -278,6 +281,9 @@ def _cross_checks(sections: dict[str, dict], base_dir: Path) -> None:
     run = sections["run"]
     if run["scheduler_address"] is not None and run["backend"] != "dask":
         raise ConfigError("run.scheduler_address: only used with run.backend = 'dask'.")
+    depth = sections["sampler"]["max_tree_depth"]
+    if depth is not None and depth > 30:
+        raise ConfigError(f"sampler.max_tree_depth: must be <= 30, got {depth!r}.")
     ta = sections["sampler"]["target_accept"]
     if ta is not None and not 0 < ta < 1:
         raise ConfigError(f"sampler.target_accept: must lie in (0, 1), got {ta!r}.")

@@ -15,10 +15,13 @@ not grow with the number of draws.  The on-disk format is
 * ``draws_000000.npy`` — a ``(rows, dim)`` array of draws,
 * ``stats_000000.npy`` — a structured array with one field per statistic,
 * ``index.json`` — ``dim``, ``dtype``, ``stat_names`` and the list of
-  committed chunks with their row counts.
+  committed chunks: each with its row count and, per file, the file name
+  (relative to the directory), SHA-256 checksum, dtype and shape.  Reads
+  verify all of them and name the file that fails.
 
-Every file is written to a temporary name and moved into place with
-:func:`os.replace` (atomic on POSIX), and a chunk enters ``index.json`` only
+Every file is written by :func:`bnn_mcmc.runfolder.atomic_write` (a fresh,
+non-following temporary file moved into place with :func:`os.replace`, atomic
+on POSIX), and a chunk enters ``index.json`` only
 after both its files exist.  Hence a reader — the same run, another process
 while the run goes on, or anyone after the run was killed — always sees a
 consistent prefix of the chain: :func:`read_chunks`.  ``.npy`` needs nothing
@@ -29,7 +32,7 @@ kill mid-write can corrupt the whole file).
 
 from __future__ import annotations
 
-import json
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from .runfolder import (
+    DamagedRunError,
+    atomic_write,
+    confine,
+    json_bytes,
+    read_bytes,
+    read_json,
+    sha256,
+)
 
 #: numpy dtype of each statistic name (ArviZ's ``sample_stats`` schema plus ``accepted``).
 STAT_DTYPES: dict[str, type] = {
@@ -55,30 +68,99 @@ STAT_DTYPES: dict[str, type] = {
 INDEX_NAME = "index.json"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file and move it to ``path`` atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _stats_dtype(stat_names: tuple[str, ...]) -> np.dtype:
     return np.dtype([(name, STAT_DTYPES[name]) for name in stat_names])
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _chunk_entry(name: str, data: bytes, array: np.ndarray) -> dict:
+    """What ``index.json`` records of one chunk file: name, checksum, dtype and shape."""
+    return {
+        "file": name,
+        "sha256": sha256(data),
+        "dtype": array.dtype.str if array.dtype.names is None else None,
+        "shape": list(array.shape),
+    }
+
+
+def check_chunk_list(directory: Path, chunks: object, source: str | os.PathLike) -> list[dict]:
+    """Validate the chunk list of an index or checkpoint: well-formed, names confined."""
+    if not isinstance(chunks, list):
+        raise DamagedRunError(f"{source}: the chunk list is not a list; restore the file.")
+    for k, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or not {"draws", "stats", "rows"} <= chunk.keys():
+            raise DamagedRunError(f"{source}: chunk {k} is malformed; restore the file.")
+        rows = chunk["rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise DamagedRunError(f"{source}: chunk {k} has an invalid row count {rows!r}.")
+        for key in ("draws", "stats"):
+            entry = chunk[key]
+            name = entry["file"] if isinstance(entry, dict) else entry
+            confine(directory, name, source)
+    return [dict(c) for c in chunks]
+
+
+def _chunk_file(chunk: dict, key: str) -> str:
+    entry = chunk[key]
+    return entry["file"] if isinstance(entry, dict) else entry
+
+
+def _load_chunk(
+    directory: Path, chunk: dict, key: str, source: Path, dim: int, dtype
+) -> np.ndarray:
+    """Read one chunk file and check it against its index entry; errors name the file."""
+    entry = chunk[key]
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise DamagedRunError(
+            f"{source}: chunk {_chunk_file(chunk, key)!r} has no checksum (a folder of an older "
+            "version of bnn_mcmc or an edited index); restore the file."
+        )
+    path = confine(directory, entry["file"], source)
+    data = read_bytes(path, source)
+    if sha256(data) != entry["sha256"]:
+        raise DamagedRunError(
+            f"{path} does not match its checksum in {source}: the file was changed, truncated "
+            "or corrupted on disk; restore it from a copy of the run folder."
+        )
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        raise DamagedRunError(f"{path} is not a valid .npy file ({err}); restore it.") from None
+    rows = chunk["rows"]
+    expected = (rows, dim) if key == "draws" else (rows,)
+    if tuple(array.shape) != expected or list(array.shape) != entry["shape"]:
+        raise DamagedRunError(
+            f"{path} holds shape {tuple(array.shape)}, {source} records {expected}; restore it."
+        )
+    if array.dtype != dtype:
+        raise DamagedRunError(
+            f"{path} holds dtype {array.dtype}, {source} records {dtype}; restore it."
+        )
+    return array
 
 
 def read_chunks(directory: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Read the committed draws and statistics of a streamed store.
 
     Safe while the run is still writing and after it was killed: only chunks
-    listed in ``index.json`` are read.
+    listed in ``index.json`` are read.  Every chunk is checked against its
+    index entry (SHA-256 checksum, dtype, shape and row count), and every file
+    name is confined to ``directory`` (:func:`bnn_mcmc.runfolder.confine`).
 
     Returns
     -------
     (draws, stats)
         A ``(n, dim)`` array and one ``(n,)`` array per statistic.
+
+    Raises
+    ------
+    DamagedRunError
+        Naming the file that is missing, altered or outside the folder.
     """
     directory = Path(directory)
     index_path = directory / INDEX_NAME
@@ -87,14 +169,24 @@ def read_chunks(directory: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.
             f"{index_path} does not exist; pass the directory of a streamed store "
             "(output_dir/draws or output_dir/chain_00/draws)."
         )
-    index = json.loads(index_path.read_text())
-    names = tuple(index["stat_names"])
-    draws = [np.load(directory / c["draws"], allow_pickle=False) for c in index["chunks"]]
-    stats = [np.load(directory / c["stats"], allow_pickle=False) for c in index["chunks"]]
+    index = read_json(index_path, "index of streamed draws")
+    try:
+        dim, names = int(index["dim"]), tuple(index["stat_names"])
+        dtype = np.dtype(index["dtype"])
+        stats_dtype = _stats_dtype(names)
+        chunks = index["chunks"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DamagedRunError(f"{index_path} is malformed ({err!r}); restore it.") from None
+    chunks = check_chunk_list(directory, chunks, index_path)
+    if index.get("num_draws", sum(c["rows"] for c in chunks)) != sum(c["rows"] for c in chunks):
+        raise DamagedRunError(
+            f"{index_path} records {index['num_draws']} draws but its chunks hold "
+            f"{sum(c['rows'] for c in chunks)}; the index was edited: restore it."
+        )
+    draws = [_load_chunk(directory, c, "draws", index_path, dim, dtype) for c in chunks]
+    stats = [_load_chunk(directory, c, "stats", index_path, dim, stats_dtype) for c in chunks]
     if not draws:
-        return np.empty((0, index["dim"]), np.dtype(index["dtype"])), {
-            name: np.empty(0, STAT_DTYPES[name]) for name in names
-        }
+        return np.empty((0, dim), dtype), {name: np.empty(0, STAT_DTYPES[name]) for name in names}
     table = np.concatenate(stats)
     return np.concatenate(draws), {name: np.ascontiguousarray(table[name]) for name in names}
 
@@ -136,6 +228,8 @@ class DrawStore:
         self.block_size = block_size
         self.thin = thin
         self.directory = Path(directory) if directory is not None else None
+        #: The run folder named in write errors (the parent of ``directory``).
+        self.run_dir = None if self.directory is None else self.directory.parent
         self._blocks: list[Tensor] = []
         self._stat_blocks: list[dict[str, np.ndarray]] = []
         self._length = 0
@@ -180,14 +274,17 @@ class DrawStore:
             return
         rows = self._length - self._flushed
         k = len(self._chunks)
-        names = {"draws": f"draws_{k:06d}.npy", "stats": f"stats_{k:06d}.npy", "rows": rows}
-        draws = self._blocks[-1][:rows].numpy()
+        draws = np.ascontiguousarray(self._blocks[-1][:rows].numpy())
         table = np.empty(rows, _stats_dtype(self.stat_names))
         for name in self.stat_names:
             table[name] = self._stat_blocks[-1][name][:rows]
-        _atomic_write(self.directory / names["draws"], lambda f: np.save(f, draws))
-        _atomic_write(self.directory / names["stats"], lambda f: np.save(f, table))
-        self._chunks.append(names)
+        entry = {"rows": rows}
+        for key, array in (("draws", draws), ("stats", table)):
+            name = f"{key}_{k:06d}.npy"
+            data = _npy_bytes(array)
+            atomic_write(self.directory / name, data, self.run_dir)
+            entry[key] = _chunk_entry(name, data, array)
+        self._chunks.append(entry)
         self._flushed = self._length
         self._blocks, self._stat_blocks = [], []
         self._write_index()
@@ -200,7 +297,7 @@ class DrawStore:
             "num_draws": self._flushed,
             "chunks": self._chunks,
         }
-        _atomic_write(self.directory / INDEX_NAME, lambda f: f.write(json.dumps(index).encode()))
+        atomic_write(self.directory / INDEX_NAME, json_bytes(index), self.run_dir)
 
     # ------------------------------------------------------------------ reading
     def _memory_rows(self) -> tuple[Tensor, dict[str, np.ndarray]]:
@@ -247,7 +344,8 @@ class DrawStore:
         if self.streaming:
             for chunk in self._chunks:
                 for key in ("draws", "stats"):
-                    (self.directory / chunk[key]).unlink(missing_ok=True)
+                    path = confine(self.directory, _chunk_file(chunk, key), self.directory)
+                    path.unlink(missing_ok=True)
             self._chunks = []
             self._write_index()
 
@@ -298,7 +396,7 @@ class DrawStore:
             )
         if self.streaming:
             self._blocks, self._stat_blocks = [], []
-            self._chunks = [dict(c) for c in state["chunks"]]
+            self._chunks = check_chunk_list(self.directory, state["chunks"], "the checkpoint")
             self._length = self._flushed = int(state["length"])
             self._write_index()
         else:

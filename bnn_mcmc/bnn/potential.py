@@ -160,8 +160,15 @@ def nn_pot_energy(
     log_prior = _prior_fn(prior, prior_log_prob_func, f.dim)
     if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
         raise TypeError("inputs and targets must be torch.Tensors.")
-    if not float(temperature) > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}.")
+    if not 0 < float(temperature) < float("inf"):
+        raise ValueError(f"temperature must be positive and finite, got {temperature}.")
+    if not inputs.is_floating_point():
+        # Not cast silently: the chain's dtype (float32 or float64) is not known here, and
+        # a guessed cast would either lose precision or fail later inside the network.
+        raise TypeError(
+            f"inputs must be a floating tensor, got {inputs.dtype}; cast them to the dtype "
+            "of the weights you sample, e.g. inputs.to(torch.float32) or .double()."
+        )
     n = targets.shape[0] if targets.dim() else 0
     if n == 0:
         raise ValueError("targets must hold at least one data point.")

@@ -20,6 +20,8 @@ import torch
 
 from ..config import RunConfig, from_dict
 from ..multichain import MultiChainHMC, PotentialFactory
+from ..multichain.runlog import IncompleteRunError
+from ..runfolder import atomic_write, read_json
 from .problem import Problem, build_problem
 
 CHAIN_DIR = "chains"
@@ -67,10 +69,11 @@ def prepare_output(cfg: RunConfig, resume: bool) -> Path:
     if resume:
         if not saved.is_file():
             raise ValueError(f"--resume: {out} holds no run to resume ({CONFIG_FILE} missing).")
-        if json.loads(saved.read_text()) != cfg.as_dict():
+        changed = _changed_sections(read_json(saved, "run description"), cfg.as_dict())
+        if changed:
             raise ValueError(
-                f"--resume: the config differs from the one saved in {saved}; resume with the "
-                "same file."
+                f"--resume: the config differs from the one saved in {saved} (in "
+                f"{', '.join(changed)}); resume with the same file."
             )
     elif (out / CHAIN_DIR).exists():
         raise ValueError(
@@ -78,8 +81,26 @@ def prepare_output(cfg: RunConfig, resume: bool) -> Path:
             "run.output_dir (--out)."
         )
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(cfg.as_dict(), indent=2))
+    atomic_write(saved, json.dumps(cfg.as_dict(), indent=2).encode(), out)
     return out
+
+
+def _changed_sections(saved: dict, current: dict) -> list[str]:
+    """The ``section.key`` names that differ, ignoring ``run.output_dir``.
+
+    The output folder may have been moved or copied (or named by ``--out``):
+    where the run is now is where it continues.
+    """
+
+    def flat(d: dict) -> dict:
+        items = {
+            f"{s}.{k}": v for s, sec in d.items() if isinstance(sec, dict) for k, v in sec.items()
+        }
+        items.pop("run.output_dir", None)
+        return items
+
+    a, b = flat(saved), flat(current)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiChainHMC:
@@ -107,9 +128,13 @@ def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiC
             # killed before the first checkpoint: nothing was sampled, start afresh
             shutil.rmtree(out / CHAIN_DIR, ignore_errors=True)
             resume = False
+        mc = None
         if resume:
-            mc = MultiChainHMC.resume(out / CHAIN_DIR, factory, num_parallel=par, **common)
-        else:
+            try:
+                mc = MultiChainHMC.resume(out / CHAIN_DIR, factory, num_parallel=par, **common)
+            except IncompleteRunError:
+                pass  # killed while the chains were being created: nothing ran, create them again
+        if mc is None:
             mc = MultiChainHMC(
                 initial_positions(problem, run["seed"], run["chains"]),
                 factory,
@@ -143,5 +168,5 @@ def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiC
         "sampling_seconds": t2 - t1,
         "num_grad_evals": sum(c.num_grad_evals for c in mc.chains),
     }
-    (out / TIMING_FILE).write_text(json.dumps(timing, indent=2))
+    atomic_write(out / TIMING_FILE, json.dumps(timing, indent=2).encode(), out)
     return mc

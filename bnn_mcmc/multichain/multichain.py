@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback
@@ -12,21 +11,35 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..checkpoint import load_checkpoint, rebuild_sampler
+from ..checkpoint import load_checkpoint, manifest_of, rebuild_sampler
+from ..checks import check_seed, check_starts
 from ..kernels.batched_hmc import BatchedPotential, vmap_potential
+from ..runfolder import SettingsMismatchError, check_manifest, remove_stale_temporaries
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
 from .executors import BACKENDS, ChainError, ChainTask, run_tasks
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
+from .runlog import (
+    META_NAME,
+    IncompleteRunError,
+    RunMeta,
+    chain_dir,
+    check_chain_class,
+    clear_interrupted_creation,
+    read_meta,
+    write_meta,
+    write_run_manifest,
+)
 from .seeds import chain_seeds
-from .vectorized import check_vectorizable, run_vectorized, search_in_lockstep
+from .vectorized import (
+    check_batched_potential,
+    check_vectorizable,
+    run_vectorized,
+    search_in_lockstep,
+)
 
 CHAIN_TYPES: dict[str, type[Sampler]] = {"hmc": HMC, "nuts": NUTS, "mh": MetropolisHastings}
 OUTPUT_OPTIONS = ("output_dir", "checkpoint_every", "thin", "chunk_size")
-META_NAME = "multichain.json"
-
-
-def _chain_dir(output_dir: Path, index: int) -> Path:
-    return output_dir / f"chain_{index:02d}"
+_chain_dir = chain_dir
 
 
 def _console_logger(index: int) -> logging.Logger:
@@ -134,15 +147,16 @@ class MultiChainHMC:
                     f"{tuple(initial_positions.shape)}."
                 )
             initial_positions = list(initial_positions.unbind(0))
-        positions = list(initial_positions)
-        if not positions:
-            raise ValueError("initial_positions must hold at least one position.")
+        positions = check_starts(list(initial_positions))
         n = len(positions)
         output = {k: sampler_kwargs.pop(k) for k in OUTPUT_OPTIONS if k in sampler_kwargs}
         self.chain_type = chain_type
-        self.seed, self.seeds = chain_seeds(seed, n)
+        self.seed, self.seeds = chain_seeds(None if seed is None else check_seed(seed), n)
         self.devices = self._place(positions, devices)
-        self.output_dir = Path(output["output_dir"]) if output.get("output_dir") else None
+        self.output_dir = (
+            Path(os.path.abspath(output["output_dir"])) if output.get("output_dir") else None
+        )
+        self._calls: list[dict] = []
         self._set_runtime(
             pot_energy_func, backend, client, scheduler_address, batched_pot_energy_func, n
         )
@@ -164,17 +178,7 @@ class MultiChainHMC:
             chain.progress_position, chain.progress_label = i, f"chain{i}/"
             self.chains.append(chain)
         if self.output_dir is not None:
-            if (self.output_dir / META_NAME).exists():
-                raise ValueError(
-                    f"output_dir {self.output_dir} already holds a run; continue it with "
-                    "MultiChainHMC.resume(output_dir, pot_energy_func) or choose a new directory."
-                )
-            for i, chain in enumerate(self.chains):
-                chain.configure_output(
-                    _chain_dir(self.output_dir, i),
-                    **{k: v for k, v in output.items() if k != "output_dir"},
-                )
-            self._write_meta()
+            self._create_run_folder({k: v for k, v in output.items() if k != "output_dir"})
         elif "checkpoint_every" in output:
             raise ValueError("checkpoint_every needs an output_dir to write checkpoints to.")
         elif output:
@@ -224,16 +228,66 @@ class MultiChainHMC:
             )
         return [writer] * n, [f"{writer_tag}chain{i}/" for i in range(n)]
 
-    def _write_meta(self) -> None:
+    def _meta(self, committed: bool) -> RunMeta:
+        return RunMeta(
+            self.chain_type,
+            len(self.chains),
+            self.seed,
+            self.seeds,
+            self.devices,
+            committed,
+            self._calls,
+        )
+
+    def _write_meta(self, committed: bool = True) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "chain_type": self.chain_type,
-            "num_chains": len(self.chains),
-            "seed": self.seed,
-            "seeds": self.seeds,
-            "devices": self.devices,
-        }
-        (self.output_dir / META_NAME).write_text(json.dumps(meta, indent=1))
+        write_meta(self.output_dir, self._meta(committed))
+
+    def _create_run_folder(self, output: dict) -> None:
+        """Set up the run folder: settings, then every chain's initial checkpoint, then commit.
+
+        ``multichain.json`` is written first with ``committed = false``; only
+        when every chain's initial checkpoint exists is it marked committed.
+        A creation killed before that is replaced by the next creation in the
+        same folder (nothing was sampled), and resume says so.
+        """
+        meta_path = self.output_dir / META_NAME
+        if meta_path.exists():
+            try:
+                read_meta(self.output_dir, CHAIN_TYPES)
+            except IncompleteRunError:
+                clear_interrupted_creation(self.output_dir, len(self.chains))
+            except Exception:
+                pass
+            if meta_path.exists():
+                raise ValueError(
+                    f"output_dir {self.output_dir} already holds a run; continue it with "
+                    "MultiChainHMC.resume(output_dir, pot_energy_func) or choose a new directory."
+                )
+        self._write_meta(committed=False)
+        first = self.chains[0]
+        write_run_manifest(
+            self.output_dir,
+            self._meta(False),
+            type(first).__name__,
+            first.dim,
+            str(first.position.dtype).removeprefix("torch."),
+        )
+        for i, chain in enumerate(self.chains):  # each writes its initial checkpoint
+            chain.configure_output(_chain_dir(self.output_dir, i), **output)
+        self._write_meta(committed=True)
+
+    @property
+    def _journaled(self) -> bool:
+        return self.output_dir is not None and self.chains[0].checkpoint_every is not None
+
+    def _reload_from_folder(self, indices) -> None:
+        """Make chains ``indices`` equal to their last checkpoint again (after a failure)."""
+        for i in indices:
+            try:
+                self.chains[i].load_state_dict(load_checkpoint(_chain_dir(self.output_dir, i)))
+            except Exception:  # the original error is more useful; resume() reports this one
+                pass
 
     # ---------------------------------------------------------------- running
     def _select(self, num_chains) -> list[int]:
@@ -253,7 +307,7 @@ class MultiChainHMC:
             )
         indices = list(num_chains)
         if len(set(indices)) != len(indices) or not all(
-            isinstance(i, int) and 0 <= i < total for i in indices
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < total for i in indices
         ):
             raise ValueError(
                 f"num_chains as a list must hold distinct chain indices in [0, {total}); "
@@ -268,7 +322,9 @@ class MultiChainHMC:
             return self.backend
         return "sequential" if num_parallel == 1 else "joblib"
 
-    def _run(self, indices: list[int], prepare, num_parallel: int) -> None:
+    def _run(
+        self, indices: list[int], prepare, num_parallel: int, initial_steps=None
+    ) -> None:
         """Record the work in each chain (``prepare(chain)``), checkpoint it, and run it.
 
         Recording the call before running it lets :meth:`resume` finish the
@@ -276,10 +332,63 @@ class MultiChainHMC:
         """
         backend = self._resolve_backend(num_parallel)
         if prepare is not None:
+            self._record_call(indices, prepare, initial_steps or {})
+        try:
+            self._run_backend(indices, backend, num_parallel)
+        except ChainError as err:
+            if self._journaled:
+                self._reload_from_folder(err.errors)
+            raise
+
+    def _record_call(
+        self, indices: list[int], call: dict, initial_steps: dict[int, float] | None = None
+    ) -> None:
+        """Journal ``call`` (checkpointing runs), then record it in each chain and checkpoint it.
+
+        Any failure leaves every chain equal to its checkpoint on disk; a
+        resume records the journaled call in chains that missed it.
+        """
+        prepare = self._prepare_function(call, initial_steps or {})
+        if not self._journaled:
             for i in indices:
                 prepare(self.chains[i])
-                if self.chains[i].checkpoint_every is not None:
-                    self.chains[i].save_checkpoint()
+            return
+        prepared = []
+        try:
+            for i in indices:  # argument errors surface before anything is written
+                prepare(self.chains[i])
+                prepared.append(i)
+            self._calls.append({**call, "chains": list(indices)})
+            try:
+                self._write_meta()
+            except BaseException:
+                self._calls.pop()
+                raise
+            for i in indices:
+                self.chains[i].run_call = len(self._calls)
+                self.chains[i].save_checkpoint()
+        except BaseException:
+            self._reload_from_folder(prepared)
+            raise
+
+    def _prepare_function(self, call: dict, initial_steps: dict[int, float] | None = None):
+        """The function that records ``call`` (a journal entry) in a chain.
+
+        ``initial_steps`` maps ``id(chain)`` to the result of a step-size search already
+        run for it (the vectorized backend searches for all chains at once).
+        """
+        if call["kind"] == "sample":
+            return lambda chain: setattr(chain, "_pending_sampling", call["num_states"])
+        initial_steps = initial_steps or {}
+        return lambda chain: chain._begin_warmup(
+            call["num_steps"],
+            call["target_accept"],
+            call["adapt_mass"],
+            call["adapt_step_size"],
+            initial_steps.get(id(chain)),
+        )
+
+    def _run_backend(self, indices: list[int], backend: str, num_parallel: int) -> None:
         if backend == "vectorized":
             self._run_vectorized(indices)
             return
@@ -351,6 +460,9 @@ class MultiChainHMC:
             # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
             # through the network's batched forward) is faster than vmap over the 1-D one
             func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
+        elif not getattr(self, "_batched_checked", False):  # once, at the first batched call
+            check_batched_potential(func, [self.chains[i] for i in indices])
+            self._batched_checked = True
         return func
 
     def _run_vectorized(self, indices) -> None:
@@ -386,9 +498,7 @@ class MultiChainHMC:
         for i in indices:
             if self.chains[i]._warmup is not None:
                 raise RuntimeError(f"chain {i} has an unfinished warmup; run warmup() first.")
-        self._run(
-            indices, lambda chain: setattr(chain, "_pending_sampling", num_states), num_parallel
-        )
+        self._run(indices, {"kind": "sample", "num_states": num_states}, num_parallel)
 
     def warmup(
         self,
@@ -402,7 +512,9 @@ class MultiChainHMC:
         """Warm up the selected chains (see :meth:`bnn_mcmc.samplers.Sampler.warmup`).
 
         With the ``'vectorized'`` backend the initial step-size searches of all chains
-        run together, one batched evaluation per trial.
+        run together, one batched evaluation per trial (a resume that records this
+        call in a chain that missed it runs that chain's own search, which draws the
+        same random numbers).
         """
         indices = self._select(num_chains)
         chains = [self.chains[i] for i in indices]
@@ -419,13 +531,14 @@ class MultiChainHMC:
             potential = BatchedPotential(self._batched_function(indices))
             found = search_in_lockstep(chains, potential, [c.step_size for c in chains])
             initial = {id(c): step for c, step in zip(chains, found)}
-        self._run(
-            indices,
-            lambda chain: chain._begin_warmup(
-                num_steps, target_accept, adapt_mass, adapt_step_size, initial.get(id(chain))
-            ),
-            num_parallel,
-        )
+        call = {
+            "kind": "warmup",
+            "num_steps": num_steps,
+            "target_accept": target_accept,
+            "adapt_mass": adapt_mass,
+            "adapt_step_size": adapt_step_size,
+        }
+        self._run(indices, call, num_parallel, initial)
 
     # --------------------------------------------------------------- resuming
     @classmethod
@@ -440,43 +553,73 @@ class MultiChainHMC:
         batched_pot_energy_func=None,
         logger=None,
         progress: bool = False,
+        force: bool = False,
     ) -> MultiChainHMC:
         """Rebuild a run from its checkpoints and finish every chain's interrupted call.
 
         Draws equal those of an uninterrupted run bit for bit, on every backend
         (the lockstep kernels compute each chain's row independently of the others, so
         a vectorized run resumes exactly as long as the batched potential does too).
-        Potentials are passed again, as for the constructor.
+        Potentials are passed again, as for the constructor.  The run continues in
+        ``output_dir`` wherever it was moved or copied to.  The folder is checked
+        first (``multichain.json``, the manifest, every chain's checkpoint, and each
+        potential at its chain's saved position; see :mod:`bnn_mcmc.runfolder`);
+        ``force=True`` accepts a different potential or manifest.
         """
-        output_dir = Path(output_dir)
-        meta_path = output_dir / META_NAME
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found; is {output_dir} a MultiChainHMC run?")
-        meta = json.loads(meta_path.read_text())
+        output_dir = Path(os.path.abspath(output_dir))
+        meta = read_meta(output_dir, CHAIN_TYPES)
+        remove_stale_temporaries(output_dir)
         self = cls.__new__(cls)
-        n = meta["num_chains"]
-        self.chain_type, self.seed, self.seeds = meta["chain_type"], meta["seed"], meta["seeds"]
-        self.devices, self.output_dir = meta["devices"], output_dir
+        n = meta.num_chains
+        self.chain_type, self.seed, self.seeds = meta.chain_type, meta.seed, meta.seeds
+        self.devices, self.output_dir = meta.devices, output_dir
+        self._calls = list(meta.calls)
         self._set_runtime(
             pot_energy_func, backend, client, scheduler_address, batched_pot_energy_func, n
         )
         self._writer_dirs = None
         loggers = _loggers(logger, n)
+        expected = CHAIN_TYPES[meta.chain_type].__name__
         self.chains = []
         for i in range(n):
             device = torch.device(self.devices[i])
+            folder = _chain_dir(output_dir, i)
+            for sub in (folder, folder / "draws", folder / "warmup"):
+                remove_stale_temporaries(sub)
+            state = load_checkpoint(folder)
+            check_chain_class(output_dir, i, state["class"], expected)
+            try:
+                check_manifest(output_dir, manifest_of(state, n), force)
+            except SettingsMismatchError as err:
+                raise SettingsMismatchError(f"{folder}/checkpoint.pt: {err}") from None
             chain = rebuild_sampler(
-                load_checkpoint(_chain_dir(output_dir, i)),
+                state,
                 build_potential(self._specs[i], device),
                 device=device,
+                folder=folder,
+                force=force,
                 logger=loggers[i],
                 writer_tag=f"chain{i}/",
                 progress=progress,
             )
             chain.progress_position, chain.progress_label = i, f"chain{i}/"
             self.chains.append(chain)
+        self._replay_last_call()
         self._run(list(range(n)), None, num_parallel)
         return self
+
+    def _replay_last_call(self) -> None:
+        """Record the last journaled call in the chains that were killed before recording it."""
+        if not self._calls:
+            return
+        call = self._calls[-1]
+        prepare = self._prepare_function(call)
+        for i in call["chains"]:
+            chain = self.chains[i]
+            if chain.run_call < len(self._calls):
+                prepare(chain)
+                chain.run_call = len(self._calls)
+                chain.save_checkpoint()
 
     # -------------------------------------------------------------- read-outs
     @property

@@ -50,6 +50,45 @@ def check_vectorizable(chains: Sequence[Sampler]) -> None:
             )
 
 
+def check_batched_potential(func: Callable[[Tensor], Tensor], chains: Sequence[Sampler]) -> None:
+    """One comparison of ``batched_pot_energy_func`` with each chain's own potential.
+
+    The batched potential and its gradient are evaluated once at the chains'
+    current positions and compared with the :math:`U` and :math:`\nabla U`
+    each chain holds there (from its 1-D potential), within ``1e-4`` relative
+    for float32 and ``1e-8`` for float64.  A batched function that computes
+    something else would otherwise sample another distribution without
+    notice.  The evaluation is counted in each chain's ``num_grad_evals``.
+    """
+    positions = torch.stack([c.position for c in chains]).requires_grad_(True)
+    values = func(positions)
+    if not isinstance(values, Tensor) or tuple(values.shape) != (len(chains),):
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(
+            f"batched_pot_energy_func must return a ({len(chains)},) tensor for a "
+            f"({len(chains)}, dim) batch; got {shape}."
+        )
+    (grads,) = torch.autograd.grad(values.sum(), positions)
+    rtol = 1e-8 if positions.dtype == torch.float64 else 1e-4
+    for k, c in enumerate(chains):
+        c._potential.num_grad_evals += 1
+        u, v = c.potential_energy, float(values[k])
+        grad = c._state.grad
+        same_u = abs(v - u) <= rtol * (1.0 + abs(u)) or (v != v and u != u)
+        same_grad = grad is None or bool(
+            torch.allclose(grads[k].detach(), grad, rtol=rtol, atol=rtol, equal_nan=True)
+        )
+        if not (same_u and same_grad):
+            what = f"U = {u:.8g} from the 1-D potential and {v:.8g} from the batched one"
+            if same_u:
+                what = "the same U but different gradients"
+            raise ValueError(
+                f"batched_pot_energy_func disagrees with the single-chain potential: chain {k} "
+                f"has {what} at its position. Both must compute the same U; fix the batched "
+                "function (or omit it: the 1-D potential is then batched with torch.func.vmap)."
+            )
+
+
 def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bool) -> None:
     """One transition of every chain in ``chains``."""
     bases = [c._warmup_step_size() if warmup else c.step_size for c in chains]

@@ -32,13 +32,13 @@ from ..adaptation.window import (
 )
 from ..checkpoint import (
     CHECKPOINT_NAME,
-    load_checkpoint,
+    holds_run,
     load_sampler_state,
-    rebuild_sampler,
+    resume_sampler,
     sampler_state_dict,
     save_checkpoint,
 )
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_positive, check_seed
 from ..kernels.hmc import uniform
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
@@ -87,8 +87,8 @@ def make_generator(
                 f"it with torch.Generator(device='{device}')."
             )
         return generator
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    if seed is not None:
+        seed = check_seed(seed)
     g = torch.Generator(device=device)
     g.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
     return g
@@ -119,6 +119,8 @@ class Sampler:
     progress_label: str | None = None
     _pending_sampling = 0
     _since_checkpoint = 0
+    #: Number of MultiChainHMC calls recorded in this chain (its run journal, issue 16).
+    run_call: int = 0
 
     def __init__(
         self,
@@ -220,7 +222,16 @@ class Sampler:
 
     @stepsize.setter
     def stepsize(self, value: float) -> None:
-        self.step_size = check_positive("stepsize", value)
+        self._step_size = check_positive("stepsize", value)
+
+    @property
+    def step_size(self) -> float:
+        """The step size of the next transition (checked like :attr:`stepsize` on assignment)."""
+        return self._step_size
+
+    @step_size.setter
+    def step_size(self, value: float) -> None:
+        self._step_size = check_positive("step_size", value)
 
     @property
     def current_position(self) -> Tensor:
@@ -342,6 +353,7 @@ class Sampler:
             raise RuntimeError("an interrupted warmup is pending; call resume_warmup() first.")
         bar = self._progress_bar(n, "sampling")
         self._pending_sampling = n
+        self._checkpoint_call()
         for i in range(n):
             self._count_sampling(self._transition(self.step_size, self._draws))
             self._log("sampling", i + 1, n)
@@ -400,6 +412,7 @@ class Sampler:
             ``False`` keeps the step size (and only adapts the mass matrix).
         """
         self._begin_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
+        self._checkpoint_call()
         self.resume_warmup()
 
     def check_warmup_options(
@@ -537,6 +550,14 @@ class Sampler:
         if self._draws._seen or self._warmup_draws._seen:
             raise RuntimeError("configure_output must be called before the first transition.")
         self._configure_output(output_dir, thin, checkpoint_every, chunk_size, fresh=True)
+        self._checkpoint_call()
+
+    def _checkpoint_call(self) -> None:
+        """Save the state when a call begins (issue 16), so that a kill before the first
+        periodic checkpoint still resumes: the folder always holds a checkpoint, and the
+        checkpoint always holds the call in progress."""
+        if self.checkpoint_every is not None:
+            self.save_checkpoint()
 
     def _configure_output(self, output_dir, thin, checkpoint_every, chunk_size, fresh: bool):
         if checkpoint_every is not None:
@@ -549,10 +570,8 @@ class Sampler:
             # a follower of a sharded chain (issue 14): no files, no draws; the chain is rank 0's
             output_dir, checkpoint_every, thin = None, None, FOLLOWER_THIN
         if output_dir is not None:
-            output_dir = Path(output_dir)
-            if fresh and (
-                (output_dir / CHECKPOINT_NAME).exists() or (output_dir / "draws").exists()
-            ):
+            output_dir = Path(os.path.abspath(output_dir))  # a later chdir must not move the run
+            if fresh and holds_run(output_dir):
                 raise ValueError(
                     f"output_dir {output_dir} already holds a run; continue it with "
                     "resume(output_dir, pot_energy_func) or choose a new directory."
@@ -619,16 +638,23 @@ class Sampler:
 
     @classmethod
     def resume(
-        cls, output_dir: str | os.PathLike, pot_energy_func: Callable[[Tensor], Tensor], **kwargs
+        cls,
+        output_dir: str | os.PathLike,
+        pot_energy_func: Callable[[Tensor], Tensor],
+        force: bool = False,
+        **kwargs,
     ) -> Sampler:
         """Rebuild a chain from ``output_dir/checkpoint.pt`` and finish its interrupted call.
 
-        The draws equal those of an uninterrupted run bit for bit.  The
-        potential is passed again (it is code, not data); ``kwargs`` are the
+        The draws equal those of an uninterrupted run bit for bit.  The chain
+        writes into ``output_dir`` (wherever the run folder was moved or
+        copied to).  The potential is passed again (it is code, not data) and
+        checked against the checkpoint (see :mod:`bnn_mcmc.runfolder`);
+        ``force=True`` continues with a different one.  ``kwargs`` are the
         options that are not saved: ``logger``, ``writer``, ``writer_tag``,
-        ``progress`` and ``device``.
+        ``progress`` and ``device``; any other is an error.
         """
-        sampler = rebuild_sampler(load_checkpoint(output_dir), pot_energy_func, **kwargs)
+        sampler = resume_sampler(output_dir, pot_energy_func, force=force, **kwargs)
         if cls is not Sampler and not isinstance(sampler, cls):
             raise ValueError(
                 f"{output_dir} holds a {type(sampler).__name__} chain; resume it with "

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..adaptation.window import WarmupPlan
-from ..checks import check_positive
+from ..checks import check_proposal_std
 from ..kernels.metrics import DiagMetric
 from ..kernels.mh import mh_step
 from .base import Sampler
@@ -58,6 +58,9 @@ class MetropolisHastings(Sampler):
         generator: torch.Generator | None = None,
         progress: bool = False,
     ):
+        if isinstance(proposal_std, Tensor) and proposal_std.ndim == 0:
+            proposal_std = check_proposal_std(proposal_std).item()
+        proposal_std = check_proposal_std(proposal_std)
         if isinstance(proposal_std, Tensor) and proposal_std.ndim == 1:
             scale, inv_mass = 1.0, proposal_std.detach() ** 2
             if initial_position.ndim == 1 and proposal_std.shape != initial_position.shape:
@@ -66,7 +69,7 @@ class MetropolisHastings(Sampler):
                     f"{tuple(initial_position.shape)} (one std per coordinate) or a scalar."
                 )
         else:
-            scale, inv_mass = check_positive("proposal_std", float(proposal_std)), 1.0
+            scale, inv_mass = float(proposal_std), 1.0
         super().__init__(
             initial_position,
             pot_energy_func,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..checks import check_count, check_positive
+from ..checks import check_max_tree_depth, check_positive
 from ..kernels.metrics import Metric
 from ..kernels.nuts import nuts_step
 from .base import Sampler
@@ -61,7 +61,7 @@ class NUTS(Sampler):
         progress: bool = False,
         compile_potential: bool = False,
     ):
-        self.max_tree_depth = check_count("max_tree_depth", max_tree_depth, 1)
+        self.max_tree_depth = check_max_tree_depth(max_tree_depth)
         self.delta_max = check_positive("delta_max", delta_max)
         super().__init__(
             initial_position,
