@@ -378,9 +378,9 @@ class MultiChainHMC:
         run for it (the vectorized backend searches for all chains at once).
         """
         if call["kind"] == "sample":
-            return lambda chain: setattr(chain, "_pending_sampling", call["num_states"])
+            return lambda chain: chain.schedule_sampling(call["num_states"])
         initial_steps = initial_steps or {}
-        return lambda chain: chain._begin_warmup(
+        return lambda chain: chain.schedule_warmup(
             call["num_steps"],
             call["target_accept"],
             call["adapt_mass"],
@@ -456,7 +456,7 @@ class MultiChainHMC:
                     "the vectorized backend with a list of potentials needs "
                     "batched_pot_energy_func (U(W) -> (chains,))."
                 )
-            single = self.chains[indices[0]]._potential.func
+            single = self.chains[indices[0]].pot_energy_func
             # a potential that evaluates a (chains, dim) batch natively (nn_pot_energy's does,
             # through the network's batched forward) is faster than vmap over the 1-D one
             func = single if getattr(single, "accepts_batches", False) else vmap_potential(single)
@@ -496,7 +496,7 @@ class MultiChainHMC:
             raise ValueError(f"num_states must be a non-negative int; got {num_states!r}.")
         indices = self._select(num_chains)
         for i in indices:
-            if self.chains[i]._warmup is not None:
+            if self.chains[i].warmup_pending:
                 raise RuntimeError(f"chain {i} has an unfinished warmup; run warmup() first.")
         self._run(indices, {"kind": "sample", "num_states": num_states}, num_parallel)
 
@@ -634,7 +634,7 @@ class MultiChainHMC:
 
     def samples(self) -> Tensor:
         """Draws of all chains as ``(chains, draws, dim)`` (chains must have equal lengths)."""
-        lengths = {len(c._draws) for c in self.chains}
+        lengths = {c.num_stored for c in self.chains}
         if len(lengths) != 1:
             raise ValueError(
                 f"chains hold different numbers of draws {sorted(lengths)}; read them from "

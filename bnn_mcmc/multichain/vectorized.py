@@ -34,7 +34,7 @@ def check_vectorizable(chains: Sequence[Sampler]) -> None:
             "or 'joblib' backend for Metropolis-Hastings."
         )
     for c in chains:
-        if type(c) is not type(first) or c._state.position.device != first._state.position.device:
+        if type(c) is not type(first) or c.state.position.device != first.state.position.device:
             raise ValueError(
                 "the vectorized backend needs chains of one type on one device; use "
                 "devices=None or another backend."
@@ -71,9 +71,9 @@ def check_batched_potential(func: Callable[[Tensor], Tensor], chains: Sequence[S
     (grads,) = torch.autograd.grad(values.sum(), positions)
     rtol = 1e-8 if positions.dtype == torch.float64 else 1e-4
     for k, c in enumerate(chains):
-        c._potential.num_grad_evals += 1
+        c.count_grad_evals(1)
         u, v = c.potential_energy, float(values[k])
-        grad = c._state.grad
+        grad = c.state.grad
         same_u = abs(v - u) <= rtol * (1.0 + abs(u)) or (v != v and u != u)
         same_grad = grad is None or bool(
             torch.allclose(grads[k].detach(), grad, rtol=rtol, atol=rtol, equal_nan=True)
@@ -89,14 +89,13 @@ def check_batched_potential(func: Callable[[Tensor], Tensor], chains: Sequence[S
             )
 
 
-def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bool) -> None:
-    """One transition of every chain in ``chains``."""
-    bases = [c._warmup_step_size() if warmup else c.step_size for c in chains]
-    steps = [c._jittered(b) for c, b in zip(chains, bases)]
+def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential) -> None:
+    """One transition of every chain in ``chains`` (all in the same phase)."""
+    steps = [c.next_step_size() for c in chains]
     state = BatchedState(
-        torch.stack([c._state.position for c in chains]),
-        torch.tensor([c._state.potential for c in chains], dtype=torch.float64),
-        torch.stack([c._state.grad for c in chains]),
+        torch.stack([c.state.position for c in chains]),
+        torch.tensor([c.state.potential for c in chains], dtype=torch.float64),
+        torch.stack([c.state.grad for c in chains]),
     )
     state.potential = state.potential.to(state.position.device)
     generators = [c.generator for c in chains]
@@ -119,22 +118,13 @@ def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential, warmup: bo
     potentials = new.potential.tolist()
     restarting = []
     for i, (c, info) in enumerate(zip(chains, infos)):
-        c._state = PotentialValue(new.position[i], potentials[i], new.grad[i])
-        c._potential.num_grad_evals += info["n_steps"]
-        if warmup:
-            c._record(info, steps[i], c._warmup_draws)
-            if c._warmup_update(info, restart=False):
-                restarting.append(c)
-        else:
-            c._record(info, steps[i], c._draws)
-            c._count_sampling(info)
-            c._log("sampling", c._num_transitions, c._num_transitions + c._pending_sampling)
+        point = PotentialValue(new.position[i], potentials[i], new.grad[i])
+        if c.complete_transition(point, info, steps[i], info["n_steps"], restart=False):
+            restarting.append(c)
     if restarting:  # windows closed: one batched step-size search for those chains
-        found = search_in_lockstep(
-            restarting, potential, [c._warmup_step_size() for c in restarting]
-        )
-        for c, step in zip(restarting, found):
-            c._restart_warmup(step)
+        current = [c.current_step_size for c in restarting]
+        for c, step in zip(restarting, search_in_lockstep(restarting, potential, current)):
+            c.restart_warmup(step)
 
 
 def search_in_lockstep(
@@ -146,56 +136,39 @@ def search_in_lockstep(
     the trial steps of all chains share batched evaluations, and each evaluation is
     counted in the chain's ``num_grad_evals``.
     """
-    before = list(potential.row_evals)
-    rows = len(chains)
-    if len(potential.row_evals) < rows:
-        before += [0] * (rows - len(before))
+    before = list(potential.row_evals) + [0] * max(0, len(chains) - len(potential.row_evals))
     found = search_step_sizes(
-        torch.stack([c._state.position for c in chains]),
+        torch.stack([c.state.position for c in chains]),
         torch.tensor(
-            [c._state.potential for c in chains],
+            [c.state.potential for c in chains],
             dtype=torch.float64,
-            device=chains[0]._state.position.device,
+            device=chains[0].state.position.device,
         ),
-        torch.stack([c._state.grad for c in chains]),
+        torch.stack([c.state.grad for c in chains]),
         [c.metric for c in chains],
         [c.generator for c in chains],
         potential,
         step_sizes,
     )
     for i, c in enumerate(chains):
-        c._potential.num_grad_evals += potential.row_evals[i] - before[i]
+        c.count_grad_evals(potential.row_evals[i] - before[i])
     return found
 
 
 def run_vectorized(chains: Sequence[Sampler], batched_func: Callable[[Tensor], Tensor]) -> None:
-    """Finish every chain's recorded warmup and pending transitions in lockstep."""
+    """Finish every chain's recorded warmup, then its pending transitions, in lockstep."""
     check_vectorizable(chains)
     potential = BatchedPotential(batched_func)
-    bars = {
-        id(c): c._progress_bar(c._warmup.num_steps - c._warmup.done, "warmup")
-        for c in chains
-        if c._warmup is not None
-    }
-    while active := [
-        c for c in chains if c._warmup is not None and c._warmup.done < c._warmup.num_steps
-    ]:
-        _lockstep(active, potential, warmup=True)
-        for c in active:
+    for phase in ("warmup", "sampling"):
+        started = [c for c in chains if c.phase == phase]
+        bars = {id(c): c.progress_bar(c.pending_transitions, phase) for c in started}
+        while active := [c for c in started if c.phase == phase]:
+            _lockstep(active, potential)
+            for c in active:
+                if bars[id(c)] is not None:
+                    bars[id(c)].update()
+        for c in chains:
+            if phase == "sampling" or c.warmup_pending:
+                c.finish_phase()
             if bars.get(id(c)) is not None:
-                bars[id(c)].update()
-    for c in chains:
-        if c._warmup is not None:
-            c._finish_warmup()
-        if bars.get(id(c)) is not None:
-            bars[id(c)].close()
-    bars = {id(c): c._progress_bar(c._pending_sampling, "sampling") for c in chains}
-    while active := [c for c in chains if c._pending_sampling > 0]:
-        _lockstep(active, potential, warmup=False)
-        for c in active:
-            if bars[id(c)] is not None:
-                bars[id(c)].update()
-    for c in chains:
-        c._end_of_run()
-        if bars[id(c)] is not None:
-            bars[id(c)].close()
+                bars[id(c)].close()

@@ -242,6 +242,11 @@ class Sampler:
         return self._draws.draws()
 
     @property
+    def num_stored(self) -> int:
+        """Number of stored posterior draws (after thinning and clearing)."""
+        return len(self._draws)
+
+    @property
     def position_trajectory(self) -> list[Tensor]:
         """The stored posterior draws as a list of 1-D tensors (views of :meth:`samples`).
 
@@ -290,10 +295,11 @@ class Sampler:
             return step_size
         return step_size * (1.0 + self.jitter * (2.0 * uniform(self.generator) - 1.0))
 
-    def _transition(self, step_size: float, store: DrawStore) -> dict:
-        step = self._jittered(step_size)
-        self._state, info = self._kernel(step)
-        return self._record(info, step, store)
+    def _transition(self) -> None:
+        """One transition of this chain through its own kernel (the protocol below)."""
+        step = self.next_step_size()
+        state, info = self._kernel(step)
+        self.complete_transition(state, info, step)
 
     def _record(self, info: dict, step: float, store: DrawStore) -> dict:
         """Complete and store the statistics of a transition that moved to ``self._state``."""
@@ -351,16 +357,15 @@ class Sampler:
         if self._warmup is not None:
             raise RuntimeError("an interrupted warmup is pending; call resume_warmup() first.")
         bar = self._progress_bar(n, "sampling")
-        self._pending_sampling = n
+        self.schedule_sampling(n)
         self._checkpoint_call()
-        for i in range(n):
-            self._count_sampling(self._transition(self.step_size, self._draws))
-            self._log("sampling", i + 1, n)
+        while self.phase == "sampling":
+            self._transition()
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
-        self._end_of_run()
+        self.finish_phase()
 
     def _count_sampling(self, info: dict) -> None:
         """Book-keeping after a post-warmup transition."""
@@ -369,6 +374,104 @@ class Sampler:
         self._sum_accept_stat += info["acceptance_rate"]
         self._pending_sampling -= 1
         self._after_transition()
+
+    # ------------------------------------------------- the transition protocol
+    # The one contract between a chain and whatever advances it: the chain's own loops
+    # (warmup, simulate_chain) and the lockstep driver of many chains both go
+    # next_step_size -> kernel -> complete_transition, and finish_phase at the end.
+    @property
+    def state(self) -> PotentialValue:
+        """The chain's current point: position with its cached :math:`U` and :math:`\\nabla U`."""
+        return self._state
+
+    @property
+    def phase(self) -> str | None:
+        """``'warmup'`` or ``'sampling'`` while that recorded call has transitions left."""
+        if self._warmup is not None and self._warmup.done < self._warmup.num_steps:
+            return "warmup"
+        return "sampling" if self._pending_sampling > 0 else None
+
+    @property
+    def warmup_pending(self) -> bool:
+        """Whether a recorded warmup is not finished (its last step may still be due)."""
+        return self._warmup is not None
+
+    @property
+    def pending_transitions(self) -> int:
+        """Transitions left in the current phase."""
+        if self.phase == "warmup":
+            return self._warmup.num_steps - self._warmup.done
+        return self._pending_sampling
+
+    @property
+    def pot_energy_func(self) -> Callable[[Tensor], Tensor]:
+        """The potential this chain evaluates (the function given, not a wrapper)."""
+        return self._potential.func
+
+    @property
+    def current_step_size(self) -> float:
+        """The step size in use now, before jitter: warmup's while one is recorded."""
+        return self._warmup_step_size() if self._warmup is not None else self.step_size
+
+    def schedule_sampling(self, n: int) -> None:
+        """Record ``n`` sampling transitions to be run (by :meth:`continue_run` or a driver)."""
+        self._pending_sampling = check_count("n", n)
+        self._sampling_total = self._pending_sampling
+
+    def next_step_size(self) -> float:
+        """The step size of the next transition (warmup's or the adapted one), jittered.
+
+        Draws one uniform from the chain's generator when ``jitter > 0``.
+        """
+        return self._jittered(self.current_step_size)
+
+    def complete_transition(
+        self,
+        state: PotentialValue,
+        info: dict,
+        step_size: float,
+        grad_evals: int | None = None,
+        restart: bool = True,
+    ) -> bool:
+        """Store, count, adapt on, checkpoint and log one transition that moved to ``state``.
+
+        ``grad_evals`` is added to :attr:`num_grad_evals` when the kernel ran outside
+        this chain's counted potential (a batched evaluation).  In warmup, when a slow
+        window closes, dual averaging restarts from a new step-size search; with
+        ``restart=False`` the caller runs that search (for many chains at once) and
+        passes its result to :meth:`restart_warmup`; the return value says whether
+        one is due.
+        """
+        self._state = state
+        if grad_evals is not None:
+            self._potential.num_grad_evals += grad_evals
+        if self.phase == "warmup":
+            self._record(info, step_size, self._warmup_draws)
+            return self._warmup_update(info, restart)
+        self._record(info, step_size, self._draws)
+        self._count_sampling(info)
+        total = getattr(self, "_sampling_total", 0) or self._pending_sampling
+        self._log("sampling", total - self._pending_sampling, total)
+        return False
+
+    def restart_warmup(self, step_size: float) -> None:
+        """Restart dual averaging at ``step_size`` (after a closed window; see above)."""
+        self._restart_warmup(step_size)
+
+    def count_grad_evals(self, n: int) -> None:
+        """Add ``n`` gradient evaluations made for this chain outside its own potential."""
+        self._potential.num_grad_evals += n
+
+    def finish_phase(self) -> None:
+        """End the current call: the adapted step size after warmup; flush or checkpoint."""
+        if self._warmup is not None and self._warmup.done >= self._warmup.num_steps:
+            self._finish_warmup()
+        else:
+            self._end_of_run()
+
+    def progress_bar(self, total: int, desc: str):
+        """A tqdm bar labelled for this chain, or ``None`` without ``progress=True``."""
+        return self._progress_bar(total, desc)
 
     # ----------------------------------------------------------------- warmup
     def search_step_size(self, step_size: float) -> float:
@@ -410,7 +513,7 @@ class Sampler:
         adapt_step_size
             ``False`` keeps the step size (and only adapts the mass matrix).
         """
-        self._begin_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
+        self.schedule_warmup(num_steps, target_accept, adapt_mass, adapt_step_size)
         self._checkpoint_call()
         self.resume_warmup()
 
@@ -437,10 +540,10 @@ class Sampler:
             )
         return num_steps, float(target_accept)
 
-    def _begin_warmup(
+    def schedule_warmup(
         self, num_steps, target_accept, adapt_mass, adapt_step_size, initial_step=None
     ) -> None:
-        """Check the options of :meth:`warmup` and set up its state; nothing runs yet.
+        """Check the options of :meth:`warmup` and record it; nothing runs yet.
 
         ``initial_step`` is the result of the initial step-size search when the caller
         has run it already (the lockstep driver searches for all chains at once).
@@ -465,14 +568,13 @@ class Sampler:
         if w is None:
             return
         bar = self._progress_bar(w.num_steps - w.done, "warmup")
-        while self._warmup.done < self._warmup.num_steps:
-            info = self._transition(self._warmup_step_size(), self._warmup_draws)
-            self._warmup_update(info)
+        while self.phase == "warmup":
+            self._transition()
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
-        self._finish_warmup()
+        self.finish_phase()
 
     def _warmup_step_size(self) -> float:
         """The step size of the next warmup transition."""
