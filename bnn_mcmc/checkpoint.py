@@ -17,28 +17,23 @@ writes into the folder it is read from.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .adaptation import DualAveragingState, WelfordState
+from .adaptation.window import WarmupState
 from .kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric
-from .kernels.potential import PotentialValue
 from .runfolder import (
     MANIFEST_NAME,
     DamagedRunError,
     Manifest,
     atomic_write,
-    check_manifest,
-    check_potential_fingerprint,
     read_bytes,
-    remove_stale_temporaries,
     write_manifest,
 )
 
@@ -77,7 +72,8 @@ def metric_from_state(state: dict, dim: int, dtype: torch.dtype, device) -> Metr
     return DiagMetric(inv_mass) if state["kind"] == "diag" else DenseMetric(inv_mass)
 
 
-def _warmup_state(w) -> dict | None:
+def warmup_state(w) -> dict | None:
+    """The warmup state ``w`` (or ``None``) as plain numbers, lists and tensors."""
     if w is None:
         return None
     dual = None if w.dual is None else [float(v) for v in w.dual[:4]] + list(w.dual[4:])
@@ -100,9 +96,8 @@ def _warmup_state(w) -> dict | None:
     }
 
 
-def _warmup_from_state(state: dict | None, device):
-    from .samplers.base import WarmupState
-
+def warmup_from_state(state: dict | None, device) -> WarmupState | None:
+    """The :class:`~bnn_mcmc.adaptation.window.WarmupState` saved by :func:`warmup_state`."""
     if state is None:
         return None
     welford = state["welford"]
@@ -123,73 +118,6 @@ def _warmup_from_state(state: dict | None, device):
         dual=None if dual is None else DualAveragingState(*dual),
         welford=welford,
     )
-
-
-def sampler_state_dict(sampler) -> dict:
-    """Snapshot of a :class:`~bnn_mcmc.samplers.Sampler` (see the module docstring)."""
-    s = sampler._state
-    grad = None if s.grad is None else s.grad.detach().cpu()
-    init = {
-        name: getattr(sampler, name)
-        for name in INIT_ATTRIBUTES
-        if name in inspect.signature(type(sampler).__init__).parameters
-    }
-    return {
-        "class": type(sampler).__name__,
-        "init": init,
-        "device": str(s.position.device),
-        "dtype": str(s.position.dtype).removeprefix("torch."),
-        "position": s.position.detach().cpu(),
-        "potential": s.potential,
-        "grad": grad,
-        "step_size": sampler.step_size,
-        "metric": metric_state(sampler.metric),
-        "generator": sampler.generator.get_state(),
-        "warmup": _warmup_state(sampler._warmup),
-        "pending_sampling": sampler._pending_sampling,
-        "counters": {
-            "num_transitions": sampler._num_transitions,
-            "num_accepted": sampler._num_accepted,
-            "sum_accept_stat": sampler._sum_accept_stat,
-            "writer_step": sampler._writer_step,
-            "since_checkpoint": sampler._since_checkpoint,
-            "num_grad_evals": sampler._potential.num_grad_evals,
-            "num_evals": sampler._potential.num_evals,
-        },
-        "output": sampler.output_options(),
-        "draws": sampler._draws.state_dict(),
-        "warmup_draws": sampler._warmup_draws.state_dict(),
-        "run_call": sampler.run_call,
-    }
-
-
-def load_sampler_state(sampler, state: dict) -> None:
-    """Restore :func:`sampler_state_dict` into a sampler built with the same class and options."""
-    if state["class"] != type(sampler).__name__:
-        raise ValueError(
-            f"checkpoint is of a {state['class']} chain, not {type(sampler).__name__}; "
-            f"rebuild it with {state['class']}."
-        )
-    device = sampler._state.position.device
-    position = state["position"].to(device)
-    grad = None if state["grad"] is None else state["grad"].to(device)
-    sampler._state = PotentialValue(position, state["potential"], grad)
-    sampler.step_size = state["step_size"]
-    sampler.metric = metric_from_state(state["metric"], sampler.dim, position.dtype, device)
-    sampler.generator.set_state(state["generator"])
-    sampler._warmup = _warmup_from_state(state["warmup"], device)
-    sampler._pending_sampling = state["pending_sampling"]
-    c = state["counters"]
-    sampler._num_transitions = c["num_transitions"]
-    sampler._num_accepted = c["num_accepted"]
-    sampler._sum_accept_stat = c["sum_accept_stat"]
-    sampler._writer_step = c["writer_step"]
-    sampler._since_checkpoint = c["since_checkpoint"]
-    sampler._potential.num_grad_evals = c["num_grad_evals"]
-    sampler._potential.num_evals = c["num_evals"]
-    sampler._draws.load_state_dict(state["draws"])
-    sampler._warmup_draws.load_state_dict(state["warmup_draws"])
-    sampler.run_call = int(state.get("run_call", 0))
 
 
 def save_checkpoint(
@@ -242,7 +170,7 @@ def manifest_of(state: dict, num_chains: int = 1) -> Manifest:
     )
 
 
-_DAMAGED_REMEDY = (
+DAMAGED_REMEDY = (
     "restore the folder from a copy, or resume an older copy of the run; the draws already "
     "committed can still be read with bnn_mcmc.storage.read_chunks"
 )
@@ -274,7 +202,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         kind = "truncated" if isinstance(err, EOFError) or len(data) < 64 else "unreadable"
         raise DamagedRunError(
             f"{path} is {kind}: it is not a complete bnn_mcmc checkpoint of plain data "
-            f"({type(err).__name__}); it is refused, never loaded unsafely. {_DAMAGED_REMEDY}."
+            f"({type(err).__name__}); it is refused, never loaded unsafely. {DAMAGED_REMEDY}."
         ) from None
     validate_checkpoint(state, path)
     return state
@@ -324,15 +252,15 @@ def validate_checkpoint(state: object, path: str | os.PathLike) -> None:
     """
 
     def bad(what: str) -> DamagedRunError:
-        return DamagedRunError(f"{path}: {what}; the checkpoint is damaged: {_DAMAGED_REMEDY}.")
+        return DamagedRunError(f"{path}: {what}; the checkpoint is damaged: {DAMAGED_REMEDY}.")
 
     if not isinstance(state, dict):
         raise bad(f"holds a {type(state).__name__}, not a checkpoint")
     missing = [k for k in _REQUIRED_KEYS if k not in state]
     if missing:
         raise bad(f"keys {missing} are missing")
-    if state["class"] not in sampler_classes():
-        raise bad(f"unknown chain class {state['class']!r}")
+    if not isinstance(state["class"], str) or not state["class"].isidentifier():
+        raise bad(f"the chain class {state['class']!r} is not a class name")
     position = state["position"]
     if not isinstance(position, torch.Tensor) or position.ndim != 1 or position.numel() == 0:
         raise bad("the position is not a non-empty 1-D tensor")
@@ -387,13 +315,6 @@ def _validate_metric(metric: object, dim: int, bad) -> None:
         raise bad("the dense inverse mass matrix is not symmetric positive definite")
 
 
-def sampler_classes() -> dict[str, type]:
-    """The single-chain sampler classes by name."""
-    from .samplers import HMC, NUTS, MetropolisHastings
-
-    return {cls.__name__: cls for cls in (HMC, NUTS, MetropolisHastings)}
-
-
 #: Options that resume accepts besides the potential (everything else is saved).
 RESUME_OPTIONS = ("logger", "writer", "writer_tag", "progress")
 
@@ -409,83 +330,3 @@ def check_resume_options(kwargs: dict) -> None:
             f"{', '.join(RESUME_OPTIONS)}, device and force are accepted; to change a setting, "
             "change the attribute after resume returns (e.g. sampler.step_size = 0.1)."
         )
-
-
-def rebuild_sampler(
-    state: dict,
-    pot_energy_func: Callable,
-    device=None,
-    folder: str | os.PathLike | None = None,
-    force: bool = False,
-    **kwargs,
-):
-    r"""A sampler of the snapshot's class on ``device`` (default: the snapshot's), restored.
-
-    ``kwargs`` are constructor arguments that are not data (``logger``,
-    ``writer``, ``writer_tag``, ``progress``).  ``device`` must be of the
-    snapshot's device type (another CUDA index is fine): generator states
-    are device-specific.
-
-    ``folder`` is the run folder the snapshot was read from: the chain then
-    writes there (never where the run was first started), and the potential
-    passed in is checked against the snapshot — :math:`U` and
-    :math:`\|\nabla U\|` at the saved position
-    (:func:`~bnn_mcmc.runfolder.check_potential_fingerprint`) — unless
-    ``force``.  The folder's manifest is compared as well.
-    """
-    cls = sampler_classes()[state["class"]]
-    device = torch.device(device if device is not None else state["device"])
-    saved = torch.device(state["device"]).type
-    if device.type != saved:
-        raise ValueError(
-            f"the chain was checkpointed on a {saved} device and cannot continue on {device}: "
-            "generator states are device-specific; resume it on a "
-            f"{saved} device for the same draws."
-        )
-    position = state["position"].to(device)
-    generator = torch.Generator(device=device)
-    sampler = cls(position, pot_energy_func, generator=generator, **state["init"], **kwargs)
-    output = dict(state["output"])
-    if folder is not None:
-        check_manifest(folder, manifest_of(state), force)
-        fresh_grad = sampler._state.grad
-        check_potential_fingerprint(
-            Path(folder) / CHECKPOINT_NAME,
-            float(state["potential"]),
-            float(sampler.potential_energy),
-            None if state["grad"] is None else float(state["grad"].double().norm()),
-            None if fresh_grad is None else float(fresh_grad.detach().double().norm()),
-            state["dtype"],
-            force,
-        )
-        if output.get("output_dir") is not None:
-            output["output_dir"] = Path(folder)
-    elif output.get("output_dir") == ".":
-        raise ValueError("a snapshot read from a file needs its folder: pass folder=.")
-    sampler._configure_output(**output, fresh=False)
-    try:
-        load_sampler_state(sampler, state)
-    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
-        where = "the snapshot" if folder is None else Path(folder) / CHECKPOINT_NAME
-        raise DamagedRunError(
-            f"{where}: invalid content ({type(err).__name__}: {err}); {_DAMAGED_REMEDY}."
-        ) from None
-    return sampler
-
-
-def resume_sampler(
-    folder: str | os.PathLike, pot_energy_func: Callable, force: bool = False, **kwargs
-):
-    """The chain saved in ``folder``, rebuilt to write into ``folder`` (:func:`rebuild_sampler`).
-
-    ``kwargs`` are ``device`` and the options of :data:`RESUME_OPTIONS`; any
-    other (``stepsize=``, ``num_steps=``, ...) cannot be honoured and is a
-    TypeError.
-    """
-    device = kwargs.pop("device", None)
-    check_resume_options(kwargs)
-    folder = Path(os.path.abspath(folder))
-    for sub in (folder, folder / "draws", folder / "warmup"):
-        remove_stale_temporaries(sub)
-    state = load_checkpoint(folder)
-    return rebuild_sampler(state, pot_energy_func, device, folder=folder, force=force, **kwargs)

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..checkpoint import CHECKPOINT_NAME, rebuild_sampler
+from ..checkpoint import CHECKPOINT_NAME
+from ..samplers import Sampler
 from ..samplers.base import FOLLOWER_THIN
 from .group import collective_failed, communication_device, is_writer, world_size
 
@@ -91,6 +92,6 @@ def resume_sharded(
     state = broadcast_checkpoint(output_dir, group)
     if not is_writer(group):
         state = follower_state(state)
-    sampler = rebuild_sampler(state, pot_energy_func, **kwargs)
+    sampler = Sampler.from_state_dict(state, pot_energy_func, **kwargs)
     sampler.continue_run()
     return sampler

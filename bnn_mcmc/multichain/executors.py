@@ -1,6 +1,6 @@
 """Running chain tasks: in this process, in loky worker processes, or on a Dask cluster.
 
-A task carries a chain's complete state (:func:`bnn_mcmc.checkpoint.sampler_state_dict`:
+A task carries a chain's complete state (:meth:`bnn_mcmc.samplers.Sampler.state_dict`:
 tensors on CPU, numbers and strings — never autograd graphs), its potential or
 potential factory, and its device; the work to do (a warmup, a number of
 transitions) is recorded in the state, and the worker finishes it
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checkpoint import rebuild_sampler
+from ..samplers import Sampler
 from .potentials import PotentialSpec, build_potential
 
 BACKENDS = ("sequential", "joblib", "vectorized", "dask")
@@ -85,7 +85,7 @@ def run_chain_task(task: ChainTask) -> tuple[int, dict, str | None]:
 
         writer = options["writer"] = SummaryWriter(task.writer_dir)
     try:
-        sampler = rebuild_sampler(
+        sampler = Sampler.from_state_dict(
             task.state, build_potential(task.potential, device), device=device, **options
         )
     except Exception:

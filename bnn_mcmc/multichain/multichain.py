@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..checkpoint import load_checkpoint, manifest_of, rebuild_sampler
+from ..checkpoint import load_checkpoint, manifest_of
 from ..checks import check_seed, check_starts
 from ..kernels.batched_hmc import BatchedPotential, vmap_potential
 from ..runfolder import SettingsMismatchError, check_manifest, remove_stale_temporaries
@@ -592,7 +592,7 @@ class MultiChainHMC:
                 check_manifest(output_dir, manifest_of(state, n), force)
             except SettingsMismatchError as err:
                 raise SettingsMismatchError(f"{folder}/checkpoint.pt: {err}") from None
-            chain = rebuild_sampler(
+            chain = Sampler.from_state_dict(
                 state,
                 build_potential(self._specs[i], device),
                 device=device,

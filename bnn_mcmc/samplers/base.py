@@ -9,6 +9,7 @@ statistics, and warmup.  The mathematics lives in the pure kernels of
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import secrets
@@ -31,17 +32,29 @@ from ..adaptation.window import (
 )
 from ..checkpoint import (
     CHECKPOINT_NAME,
+    DAMAGED_REMEDY,
+    INIT_ATTRIBUTES,
+    check_resume_options,
     holds_run,
-    load_sampler_state,
-    resume_sampler,
-    sampler_state_dict,
+    load_checkpoint,
+    manifest_of,
+    metric_from_state,
+    metric_state,
     save_checkpoint,
+    warmup_from_state,
+    warmup_state,
 )
 from ..checks import check_count, check_positive, check_seed
 from ..kernels.hmc import uniform
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
 from ..optim.fisher_metric import resolve_inv_mass
+from ..runfolder import (
+    DamagedRunError,
+    check_manifest,
+    check_potential_fingerprint,
+    remove_stale_temporaries,
+)
 from ..storage import DrawStore
 
 ADAPT_MASS_CHOICES = ("diag", "dense", None)
@@ -93,12 +106,21 @@ def make_generator(
     return g
 
 
+#: The single-chain sampler classes by name, filled as they are defined; snapshots name
+#: their class, and :meth:`Sampler.from_state_dict` looks it up here.
+SAMPLER_CLASSES: dict[str, type[Sampler]] = {}
+
+
 class Sampler:
     """Base class of the single-chain samplers (see :class:`~bnn_mcmc.HMC`).
 
     Subclasses define :meth:`_kernel`, ``stat_names`` and the default target
     acceptance statistic.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        SAMPLER_CLASSES[cls.__name__] = cls
 
     stat_names: tuple[str, ...] = ()
     warmup_plan = WarmupPlan()
@@ -724,12 +746,164 @@ class Sampler:
         save_checkpoint(self.output_dir / CHECKPOINT_NAME, self.state_dict())
 
     def state_dict(self) -> dict:
-        """The complete state of the chain (see :mod:`bnn_mcmc.checkpoint`)."""
-        return sampler_state_dict(self)
+        """The complete state of the chain: plain tensors, numbers, strings, lists, dicts.
+
+        See :mod:`bnn_mcmc.checkpoint` for what it holds and how it is saved; a
+        chain rebuilt from it by :meth:`from_state_dict` continues bit for bit.
+        """
+        s = self._state
+        grad = None if s.grad is None else s.grad.detach().cpu()
+        init = {
+            name: getattr(self, name)
+            for name in INIT_ATTRIBUTES
+            if name in inspect.signature(type(self).__init__).parameters
+        }
+        return {
+            "class": type(self).__name__,
+            "init": init,
+            "device": str(s.position.device),
+            "dtype": str(s.position.dtype).removeprefix("torch."),
+            "position": s.position.detach().cpu(),
+            "potential": s.potential,
+            "grad": grad,
+            "step_size": self.step_size,
+            "metric": metric_state(self.metric),
+            "generator": self.generator.get_state(),
+            "warmup": warmup_state(self._warmup),
+            "pending_sampling": self._pending_sampling,
+            "counters": {
+                "num_transitions": self._num_transitions,
+                "num_accepted": self._num_accepted,
+                "sum_accept_stat": self._sum_accept_stat,
+                "writer_step": self._writer_step,
+                "since_checkpoint": self._since_checkpoint,
+                "num_grad_evals": self._potential.num_grad_evals,
+                "num_evals": self._potential.num_evals,
+            },
+            "output": self.output_options(),
+            "draws": self._draws.state_dict(),
+            "warmup_draws": self._warmup_draws.state_dict(),
+            "run_call": self.run_call,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` taken from a sampler of the same class."""
-        load_sampler_state(self, state)
+        if state["class"] != type(self).__name__:
+            raise ValueError(
+                f"checkpoint is of a {state['class']} chain, not {type(self).__name__}; "
+                f"rebuild it with {state['class']}."
+            )
+        device = self._state.position.device
+        position = state["position"].to(device)
+        grad = None if state["grad"] is None else state["grad"].to(device)
+        self._state = PotentialValue(position, state["potential"], grad)
+        self.step_size = state["step_size"]
+        self.metric = metric_from_state(state["metric"], self.dim, position.dtype, device)
+        self.generator.set_state(state["generator"])
+        self._warmup = warmup_from_state(state["warmup"], device)
+        self._pending_sampling = state["pending_sampling"]
+        c = state["counters"]
+        self._num_transitions = c["num_transitions"]
+        self._num_accepted = c["num_accepted"]
+        self._sum_accept_stat = c["sum_accept_stat"]
+        self._writer_step = c["writer_step"]
+        self._since_checkpoint = c["since_checkpoint"]
+        self._potential.num_grad_evals = c["num_grad_evals"]
+        self._potential.num_evals = c["num_evals"]
+        self._draws.load_state_dict(state["draws"])
+        self._warmup_draws.load_state_dict(state["warmup_draws"])
+        self.run_call = int(state.get("run_call", 0))
+
+    @staticmethod
+    def from_state_dict(
+        state: dict,
+        pot_energy_func: Callable[[Tensor], Tensor],
+        device=None,
+        folder: str | os.PathLike | None = None,
+        force: bool = False,
+        **kwargs,
+    ) -> Sampler:
+        r"""A sampler of the snapshot's class on ``device`` (default: the snapshot's), restored.
+
+        ``kwargs`` are constructor arguments that are not data (``logger``,
+        ``writer``, ``writer_tag``, ``progress``).  ``device`` must be of the
+        snapshot's device type (another CUDA index is fine): generator states
+        are device-specific.
+
+        ``folder`` is the run folder the snapshot was read from: the chain then
+        writes there (never where the run was first started), and the potential
+        passed in is checked against the snapshot — :math:`U` and
+        :math:`\|\nabla U\|` at the saved position
+        (:func:`~bnn_mcmc.runfolder.check_potential_fingerprint`) — unless
+        ``force``.  The folder's manifest is compared as well.
+        """
+        cls = SAMPLER_CLASSES.get(state["class"])
+        if cls is None:
+            where = "the snapshot" if folder is None else Path(folder) / CHECKPOINT_NAME
+            raise DamagedRunError(
+                f"{where}: unknown chain class {state['class']!r} (known: "
+                f"{', '.join(sorted(SAMPLER_CLASSES))}); {DAMAGED_REMEDY}."
+            )
+        device = torch.device(device if device is not None else state["device"])
+        saved = torch.device(state["device"]).type
+        if device.type != saved:
+            raise ValueError(
+                f"the chain was checkpointed on a {saved} device and cannot continue on "
+                f"{device}: generator states are device-specific; resume it on a "
+                f"{saved} device for the same draws."
+            )
+        position = state["position"].to(device)
+        generator = torch.Generator(device=device)
+        sampler = cls(position, pot_energy_func, generator=generator, **state["init"], **kwargs)
+        output = dict(state["output"])
+        if folder is not None:
+            check_manifest(folder, manifest_of(state), force)
+            fresh_grad = sampler._state.grad
+            check_potential_fingerprint(
+                Path(folder) / CHECKPOINT_NAME,
+                float(state["potential"]),
+                float(sampler.potential_energy),
+                None if state["grad"] is None else float(state["grad"].double().norm()),
+                None if fresh_grad is None else float(fresh_grad.detach().double().norm()),
+                state["dtype"],
+                force,
+            )
+            if output.get("output_dir") is not None:
+                output["output_dir"] = Path(folder)
+        elif output.get("output_dir") == ".":
+            raise ValueError("a snapshot read from a file needs its folder: pass folder=.")
+        sampler._configure_output(**output, fresh=False)
+        try:
+            sampler.load_state_dict(state)
+        except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+            where = "the snapshot" if folder is None else Path(folder) / CHECKPOINT_NAME
+            raise DamagedRunError(
+                f"{where}: invalid content ({type(err).__name__}: {err}); {DAMAGED_REMEDY}."
+            ) from None
+        return sampler
+
+    @staticmethod
+    def load(
+        folder: str | os.PathLike,
+        pot_energy_func: Callable[[Tensor], Tensor],
+        force: bool = False,
+        **kwargs,
+    ) -> Sampler:
+        """The chain saved in ``folder``, rebuilt to write into ``folder``; nothing runs.
+
+        ``kwargs`` are ``device`` and the options of
+        :data:`bnn_mcmc.checkpoint.RESUME_OPTIONS`; any other (``stepsize=``,
+        ``num_steps=``, ...) cannot be honoured and is a TypeError.
+        """
+        device = kwargs.pop("device", None)
+        check_resume_options(kwargs)
+        folder = Path(os.path.abspath(folder))
+        for sub in (folder, folder / "draws", folder / "warmup"):
+            remove_stale_temporaries(sub)
+        state = load_checkpoint(folder)
+        return Sampler.from_state_dict(
+            state, pot_energy_func, device, folder=folder, force=force, **kwargs
+        )
 
     def continue_run(self) -> None:
         """Finish an interrupted :meth:`warmup` and :meth:`simulate_chain` call, if any."""
@@ -755,7 +929,7 @@ class Sampler:
         options that are not saved: ``logger``, ``writer``, ``writer_tag``,
         ``progress`` and ``device``; any other is an error.
         """
-        sampler = resume_sampler(output_dir, pot_energy_func, force=force, **kwargs)
+        sampler = Sampler.load(output_dir, pot_energy_func, force=force, **kwargs)
         if cls is not Sampler and not isinstance(sampler, cls):
             raise ValueError(
                 f"{output_dir} holds a {type(sampler).__name__} chain; resume it with "
