@@ -90,8 +90,13 @@ def resume_sharded(
     Returns the sampler (with the draws on rank 0).
     """
     state = broadcast_checkpoint(output_dir, group)
-    if not is_writer(group):
+    folder = None
+    if is_writer(group):  # rank 0 continues in the folder given (wherever it is now)
+        folder = Path(os.path.abspath(output_dir))
+        if folder.is_file():
+            folder = folder.parent
+    else:
         state = follower_state(state)
-    sampler = Sampler.from_state_dict(state, pot_energy_func, **kwargs)
+    sampler = Sampler.from_state_dict(state, pot_energy_func, folder=folder, **kwargs)
     sampler.continue_run()
     return sampler
