@@ -134,7 +134,7 @@ def test_learned_trajectory_length_near_chees_maximum():
     U, _ = iid_target(dim)
     s = ChEESHMC(_starts(32, dim, 12), U, seed=13)
     # a high acceptance target keeps the step small, so short trajectories are resolved
-    s.warmup(400, target_accept=0.95, adapt_mass=None)
+    s.warmup(300, target_accept=0.95, adapt_mass=None)
     grid = np.linspace(0.25, 6.0, 24)
     crit = _chees_by_simulation(grid, s.step_size, dim)
     learned = _chees_by_simulation([s.trajectory_length], s.step_size, dim)[0]
@@ -152,7 +152,7 @@ def test_meads_moments_correlated_gaussian():
     s = MultiChainHMC(_starts(12, 2, 14), U, chain_type="meads", seed=15, num_folds=3)
     assert isinstance(s, MEADS)
     s.warmup(100)
-    s.simulate_chains(300)
+    s.simulate_chains(250)
     x = s.samples()
     assert_moments(x, 0.0, torch.diagonal(cov).numpy(), z=5.0, min_ess=150)
     _assert_cross_moment(x, 0, 1, 0.9)
