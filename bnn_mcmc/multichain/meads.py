@@ -8,14 +8,18 @@ fold :math:`k` (:func:`~bnn_mcmc.adaptation.meads.meads_parameters`).  While
 fold :math:`k` moves the other chains are fixed, so each fold update leaves the
 product target of all chains invariant (a systematic-scan Gibbs sweep), and the
 sampler never stops adapting: :meth:`MEADS.warmup` only marks the draws to
-discard.  This sweep is our choice among the valid orders (Hoffman & Sountsov
-hold one fold fixed per iteration); it moves every chain at every iteration at
-the price of :math:`K` smaller batched potential calls per iteration.
+discard.  The order of the fold updates is our choice among the valid ones: it
+moves every chain at every iteration, at the price of :math:`K` smaller batched
+potential calls per iteration; and the acceptance uniforms are drawn afresh
+(Horowitz) rather than by the persistent non-reversible slice of Neal (2020) that
+Hoffman & Sountsov use.
 
 References
 ----------
 Hoffman, M. D. & Sountsov, P. (2022). Tuning-free generalized Hamiltonian Monte Carlo.
 *AISTATS*, PMLR 151, 7799–7813.
+Neal, R. M. (2020). Non-reversibly updating a uniform [0, 1] value for Metropolis
+accept/reject decisions. arXiv:2001.11950.
 """
 
 from __future__ import annotations
