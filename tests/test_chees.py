@@ -167,6 +167,9 @@ def test_one_chain_is_refused_with_the_fix():
         MultiChainHMC([torch.zeros(2)], U, chain_type="chees")
     with pytest.raises(ValueError, match="at least 3 chains"):
         MEADS(torch.zeros(2, 2), U)
+    s = ChEESHMC(torch.zeros(4, 2), U)
+    with pytest.raises(ValueError, match="num_chains=-1"):
+        s.simulate_chains(3, num_chains=[0, 1])
     with pytest.raises(ValueError, match="backend='vectorized'"):
         MultiChainHMC(torch.zeros(4, 2), U, chain_type="chees", backend="joblib")
 

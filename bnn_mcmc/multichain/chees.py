@@ -163,7 +163,7 @@ class ChEESHMC(LockstepEnsemble):
             )
         if not adapt_step_size:
             raise ValueError("ChEES-HMC always adapts the step size; adapt_step_size=False.")
-        self._check_all(num_chains)
+        self.require_all_chains(num_chains)
         options = ChEESOptions(
             target_accept=CHEES_TARGET_ACCEPT if target_accept is None else float(target_accept),
             learning_rate=self.learning_rate,
@@ -176,7 +176,7 @@ class ChEESHMC(LockstepEnsemble):
             step, self.inv_mass, self.state.position, num_steps, self.trajectory_length, options
         )
         for _ in range(num_steps):
-            self._record(self._transition(warmup=True), self.warmup_trace)
+            self.record_transition(self.transition(warmup=True), self.warmup_trace)
             self.iteration += 1
         final = chees_final(self.adaptation)
         self.step_size, self.trajectory_length = final.step_size, final.trajectory_length
@@ -192,7 +192,8 @@ class ChEESHMC(LockstepEnsemble):
         return ChEESParameters(self.step_size, self.trajectory_length, self.inv_mass)
 
     # --------------------------------------------------------------- running
-    def _transition(self, warmup: bool) -> dict[str, Tensor]:
+    def transition(self, warmup: bool) -> dict[str, Tensor]:
+        """One lockstep transition of every chain; its per-chain statistics."""
         if warmup:
             eps, length, inv_mass = self.parameters
         else:
@@ -236,7 +237,7 @@ class ChEESHMC(LockstepEnsemble):
         """Everything needed to continue bit for bit (tensors and numbers only)."""
         if self.adaptation is not None:
             raise RuntimeError("checkpoint ChEES-HMC between calls, not during warmup.")
-        state = self._common_state()
+        state = self.base_state_dict()
         state.update(
             step_size=self.step_size,
             trajectory_length=self.trajectory_length,
@@ -246,7 +247,7 @@ class ChEESHMC(LockstepEnsemble):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
-        self._load_common(state)
+        self.load_base_state_dict(state)
         self.step_size, self.trajectory_length = state["step_size"], state["trajectory_length"]
         self.inv_mass = state["inv_mass"]
 

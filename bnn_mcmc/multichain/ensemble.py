@@ -179,7 +179,7 @@ class ChainView:
 class LockstepEnsemble:
     """State, seeds, storage and read-outs common to ChEES-HMC and MEADS.
 
-    Subclasses implement ``_transition(warmup: bool) -> dict[str, Tensor]`` that moves
+    Subclasses implement ``transition(warmup: bool) -> dict[str, Tensor]`` that moves
     :attr:`state` and returns the statistics of the transition (each ``(C,)``).
     """
 
@@ -219,10 +219,12 @@ class LockstepEnsemble:
         self.chains = [ChainView(self, i) for i in range(self.num_chains)]
 
     # ---------------------------------------------------------------- running
-    def _transition(self, warmup: bool) -> dict[str, Tensor]:
+    def transition(self, warmup: bool) -> dict[str, Tensor]:
+        """Move every chain once (adapting when ``warmup``); the statistics, each ``(C,)``."""
         raise NotImplementedError
 
-    def _record(self, stats: dict[str, Tensor], store: Trace) -> None:
+    def record_transition(self, stats: dict[str, Tensor], store: Trace) -> None:
+        """Add ``lp``, count the gradients and store the state and ``stats`` in ``store``."""
         stats["lp"] = -self.state.potential
         self.grad_evals += stats["n_steps"].to(torch.int64).cpu()
         store.append(self.state.position, stats)
@@ -232,19 +234,22 @@ class LockstepEnsemble:
         the chains move together)."""
         if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 0:
             raise ValueError(f"num_states must be a non-negative int; got {num_states!r}.")
-        self._check_all(num_chains)
+        self.require_all_chains(num_chains)
         for _ in range(num_states):
-            self._record(self._transition(warmup=False), self.trace)
+            self.record_transition(self.transition(warmup=False), self.trace)
             self.iteration += 1
 
-    @staticmethod
-    def _check_all(num_chains) -> None:
-        if num_chains != -1 and not (
-            isinstance(num_chains, Sequence) and sorted(num_chains) == list(range(len(num_chains)))
-        ):
-            raise ValueError(
-                "the chains of a lockstep ensemble move together; pass num_chains=-1 (all)."
-            )
+    def require_all_chains(self, num_chains) -> None:
+        """Raise ValueError unless ``num_chains`` selects every chain (-1 or all indices)."""
+        if num_chains == -1:
+            return
+        if isinstance(num_chains, Sequence) and not isinstance(num_chains, str):
+            if sorted(num_chains) == list(range(self.num_chains)):
+                return
+        raise ValueError(
+            "the chains of a lockstep ensemble move together; pass num_chains=-1 (all); got "
+            f"{num_chains!r}."
+        )
 
     # -------------------------------------------------------------- read-outs
     @property
@@ -274,7 +279,8 @@ class LockstepEnsemble:
         return summary(self, **kwargs)
 
     # ------------------------------------------------------------ checkpoints
-    def _common_state(self) -> dict:
+    def base_state_dict(self) -> dict:
+        """State, generators, counters and draws (what every ensemble checkpoints)."""
         return {
             "position": self.state.position,
             "potential": self.state.potential,
@@ -287,7 +293,8 @@ class LockstepEnsemble:
             "seed": self.seed,
         }
 
-    def _load_common(self, state: dict) -> None:
+    def load_base_state_dict(self, state: dict) -> None:
+        """Restore :meth:`base_state_dict`."""
         self.state = BatchedState(state["position"], state["potential"], state["grad"])
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)

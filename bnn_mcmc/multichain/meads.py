@@ -89,12 +89,13 @@ class MEADS(LockstepEnsemble):
         """Run ``num_steps`` transitions stored as warmup (MEADS adapts throughout)."""
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be a non-negative int; got {num_steps!r}.")
-        self._check_all(num_chains)
+        self.require_all_chains(num_chains)
         for _ in range(num_steps):
-            self._record(self._transition(warmup=True), self.warmup_trace)
+            self.record_transition(self.transition(warmup=True), self.warmup_trace)
             self.iteration += 1
 
-    def _transition(self, warmup: bool) -> dict[str, Tensor]:
+    def transition(self, warmup: bool) -> dict[str, Tensor]:
+        """One lockstep transition of every chain; its per-chain statistics."""
         c = self.num_chains
         f64 = {"dtype": torch.float64}
         stats = {
@@ -145,7 +146,7 @@ class MEADS(LockstepEnsemble):
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue bit for bit (tensors and numbers only)."""
-        state = self._common_state()
+        state = self.base_state_dict()
         state.update(momentum=self.momentum, num_folds=self.num_folds)
         return state
 
@@ -155,7 +156,7 @@ class MEADS(LockstepEnsemble):
             raise ValueError(
                 f"the checkpoint has num_folds={state['num_folds']}; this sampler {self.num_folds}."
             )
-        self._load_common(state)
+        self.load_base_state_dict(state)
         self.momentum = state["momentum"]
 
     def save(self, path: str | Path) -> None:
