@@ -32,10 +32,13 @@ def build_lockstep(
     seed: int | None = None,
     backend: str | None = None,
     devices=None,
+    scheduler_address: str | None = None,
+    client=None,
     batched_pot_energy_func=None,
     **kwargs,
 ) -> LockstepEnsemble:
-    """The ensemble sampler for ``chain_type``, from :class:`MultiChainHMC`'s arguments.
+    """The ensemble sampler for ``chain_type``, from :class:`MultiChainHMC`'s arguments
+    (in its positional order).
 
     Raises
     ------
@@ -55,13 +58,14 @@ def build_lockstep(
             f"chain_type={chain_type!r} needs one potential for all chains (or "
             "batched_pot_energy_func); got a list."
         )
+    kwargs.update(scheduler_address=scheduler_address, client=client)
     given = [k for k in _UNSUPPORTED if kwargs.get(k) is not None]
     if given:
         raise ValueError(
             f"chain_type={chain_type!r} does not take {given}; keep the draws in memory and "
             "checkpoint with .save(path) / .load(path)."
         )
-    for k in ("writer", "writer_tag", "logger", "progress"):
+    for k in ("writer", "writer_tag", "logger", "progress", *_UNSUPPORTED):
         kwargs.pop(k, None)
     if devices is not None:
         initial_positions = [p.to(devices[0]) for p in initial_positions]
