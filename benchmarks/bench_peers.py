@@ -176,7 +176,7 @@ def gauss_problem() -> Problem:
     std = torch.logspace(-2, 0, 100)
     std_j = jnp.asarray(std.numpy())
     g = torch.Generator().manual_seed(7)
-    starts = ((torch.rand(4, 100, generator=g) * 2 - 1) * std).numpy().astype(np.float32)
+    starts = ((torch.rand(16, 100, generator=g) * 2 - 1) * std).numpy().astype(np.float32)
     return Problem(
         "gauss",
         100,

@@ -19,7 +19,8 @@ mean :math:`\hat g = \sum_c a_c g_c / \sum_c a_c` over the non-divergent chains
 (a rejected proposal does not move the chain, so it contributes in proportion
 to :math:`a_c`).  :math:`\log T` follows Adam *ascent* on :math:`\hat g`
 (learning rate 0.025, :math:`\beta_1 = 0`, :math:`\beta_2 = 0.95`, the
-defaults used below), is capped at ``max_steps`` leapfrog steps, and its
+defaults used below), is kept between one and ``max_steps`` leapfrog steps of the
+current step size, and its
 running average :math:`\overline{\log T}_t = t^{-\kappa} \log T_t + (1 -
 t^{-\kappa}) \overline{\log T}_{t-1}` (:math:`\kappa = 0.75`, as the step size's)
 is the length kept after warmup.
@@ -251,8 +252,10 @@ def chees_update(
     grad = chees_gradient(positions, proposals, velocity, accept_prob, diverging, length)
     adam, increment = adam_ascent(state.adam, grad, opt)
     log_length = state.log_length + increment
-    cap = math.log(opt.max_steps) + float(dual.log_step)
-    log_length = min(log_length, cap)
+    # at least one step (a transition always takes one), at most max_steps of them
+    log_length = min(
+        max(log_length, float(dual.log_step)), math.log(opt.max_steps) + float(dual.log_step)
+    )
     weight = (t + 1) ** (-opt.kappa)
     log_length_avg = weight * log_length + (1.0 - weight) * state.log_length_avg
     welford, inv_mass = state.welford, state.inv_mass
