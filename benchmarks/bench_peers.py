@@ -111,7 +111,7 @@ def _jax_mlp(shapes):
 def _starts(shapes, dim):
     """PyTorch's default init, U(±1/sqrt(fan_in)) per layer, one generator per chain."""
     out = []
-    for k in range(4):
+    for k in range(16):  # the first 4 are those of the 4-chain runs
         g = torch.Generator().manual_seed(1000 + k)
         parts = []
         for i, s in enumerate(shapes):
@@ -176,7 +176,7 @@ def gauss_problem() -> Problem:
     std = torch.logspace(-2, 0, 100)
     std_j = jnp.asarray(std.numpy())
     g = torch.Generator().manual_seed(7)
-    starts = ((torch.rand(4, 100, generator=g) * 2 - 1) * std).numpy().astype(np.float32)
+    starts = ((torch.rand(16, 100, generator=g) * 2 - 1) * std).numpy().astype(np.float32)
     return Problem(
         "gauss",
         100,
@@ -238,8 +238,13 @@ def run_ours(p: Problem, kind: str, chains: int, mode: str, warmup: int, draws: 
     t0 = time.perf_counter()  # compile_potential compiles at construction: counted as warmup
     if mode == "sequential+compile":
         m = MultiChainHMC(
-            list(starts), p.u_torch, kind, seed=0, backend="sequential", compile_potential=True,
-            **kw
+            list(starts),
+            p.u_torch,
+            kind,
+            seed=0,
+            backend="sequential",
+            compile_potential=True,
+            **kw,
         )
     else:
         m = MultiChainHMC(list(starts), p.u_torch, kind, seed=0, backend=mode, **kw)
@@ -258,6 +263,30 @@ def run_ours(p: Problem, kind: str, chains: int, mode: str, warmup: int, draws: 
         grads,
         m.samples().numpy(),
     )
+
+
+def run_lockstep(p: Problem, kind: str, chains: int, warmup: int, draws: int) -> Result:
+    """ChEES-HMC or MEADS (``MultiChainHMC(chain_type=...)``), all chains in lockstep."""
+    starts = torch.from_numpy(p.starts[:chains])
+    t0 = time.perf_counter()
+    m = MultiChainHMC(starts, p.u_torch, chain_type=kind, seed=0, backend="vectorized")
+    m.warmup(warmup)
+    t1 = time.perf_counter()
+    m.simulate_chains(draws)
+    t2 = time.perf_counter()
+    res = Result(
+        p.name,
+        f"bnn_mcmc {kind}",
+        chains,
+        "vectorized",
+        t1 - t0,
+        t2 - t1,
+        m.num_grad_evals,
+        m.samples().numpy(),
+    )
+    if kind == "chees":
+        res.notes.append(f"eps={m.step_size:.3g} T={m.trajectory_length:.3g}")
+    return res
 
 
 def run_pyro(p: Problem, chains: int, warmup: int, draws: int) -> Result:
@@ -455,7 +484,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--problems", default="reg,moons,gauss")
-    parser.add_argument("--skip", default="", help="comma list: pyro,numpyro,hypnettorch")
+    parser.add_argument("--skip", default="", help="comma list: lockstep,pyro,numpyro,hypnettorch")
     args = parser.parse_args()
     torch.set_num_threads(1)
     skip = set(filter(None, args.skip.split(",")))
@@ -474,6 +503,10 @@ def main() -> None:
             runs.append(single)
             for mode in ("sequential", "vectorized", "sequential+compile"):
                 runs.append(run_ours(p, kind, 4, mode, warm, dr))
+        if "lockstep" not in skip:
+            for kind in ("chees", "meads"):
+                for chains in (4, 16):
+                    runs.append(run_lockstep(p, kind, chains, warm, dr))
         if "pyro" not in skip:
             runs.append(run_pyro(p, 4, warm, dr))
         if "numpyro" not in skip:

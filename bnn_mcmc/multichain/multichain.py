@@ -17,6 +17,7 @@ from ..kernels.batched_hmc import BatchedPotential, vmap_potential
 from ..runfolder import SettingsMismatchError, check_manifest, remove_stale_temporaries
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
 from .executors import BACKENDS, ChainError, ChainTask, run_tasks
+from .lockstep import LOCKSTEP_TYPES, build_lockstep
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
 from .runlog import (
     META_NAME,
@@ -79,7 +80,9 @@ class MultiChainHMC:
         backends potentials must be picklable by cloudpickle, or be built by a
         factory in the worker.
     chain_type
-        ``'hmc'``, ``'nuts'`` or ``'mh'``.
+        ``'hmc'``, ``'nuts'`` or ``'mh'``; ``'chees'`` or ``'meads'`` return the lockstep
+        ensemble :class:`~bnn_mcmc.multichain.chees.ChEESHMC` or
+        :class:`~bnn_mcmc.multichain.meads.MEADS` instead (vectorized backend, >= 2 chains).
     seed
         Root seed; chain ``i`` gets its own seed from it
         (:func:`~bnn_mcmc.multichain.seeds.chain_seeds`), so results do not
@@ -122,6 +125,13 @@ class MultiChainHMC:
         ``inv_mass``, ``max_tree_depth``, ``progress``, ...).
     """
 
+    def __new__(cls, *args, **kwargs):
+        # chain_type 'chees' / 'meads': one lockstep ensemble instead (multichain/lockstep.py)
+        chain_type = kwargs.get("chain_type", args[2] if len(args) > 2 else None)
+        if isinstance(chain_type, str) and chain_type in LOCKSTEP_TYPES:
+            return build_lockstep(*args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         initial_positions: Sequence[Tensor] | Tensor,
@@ -139,7 +149,10 @@ class MultiChainHMC:
         **sampler_kwargs,
     ):
         if chain_type not in CHAIN_TYPES:
-            raise ValueError(f"chain_type must be one of {tuple(CHAIN_TYPES)}; got {chain_type!r}.")
+            raise ValueError(
+                f"chain_type must be one of {tuple(CHAIN_TYPES) + tuple(LOCKSTEP_TYPES)}; got "
+                f"{chain_type!r}."
+            )
         if isinstance(initial_positions, Tensor):
             if initial_positions.ndim != 2:
                 raise ValueError(
