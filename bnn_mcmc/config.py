@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .options import AdaptMass, Backend, choices
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -128,12 +130,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_tree_depth": Key(_INT, None, minimum=1, doc="(nuts; default 10, at most 30)"),
         "proposal_std": Key(_NUM, None, positive=True, doc="initial proposal std (mh; default 1)"),
         "target_accept": Key(_NUM, None, positive=True, doc="default 0.8 (hmc/nuts), 0.234 (mh)"),
-        "adapt_mass": Key(_STR, "diag", ("diag", "dense", "none")),
+        "adapt_mass": Key(_STR, "diag", (*choices(AdaptMass), "none")),
         "thin": Key(_INT, 1, minimum=1),
     },
     "run": {
         "chains": Key(_INT, 4, minimum=1),
-        "backend": Key(_STR, "sequential", ("sequential", "joblib", "vectorized", "dask")),
+        "backend": Key(_STR, "sequential", choices(Backend)),
         "num_parallel": Key(_INT, 1, minimum=1, doc="chains run at once (joblib/dask)"),
         "scheduler_address": Key(_STR, None, doc="Dask scheduler, e.g. tcp://host:8786"),
         "devices": Key(_LIST, None, doc='e.g. ["cuda:0", "cuda:1"]'),

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..options import Backend, choices
 from ..samplers import Sampler
 from .potentials import PotentialSpec, build_potential
 
-BACKENDS = ("sequential", "joblib", "vectorized", "dask")
+BACKENDS = choices(Backend)
 
 
 class ChainError(RuntimeError):

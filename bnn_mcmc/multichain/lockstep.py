@@ -69,7 +69,7 @@ def build_lockstep(
         kwargs.pop(k, None)
     if devices is not None:
         initial_positions = [p.to(devices[0]) for p in initial_positions]
-    cls = LOCKSTEP_TYPES[chain_type]
+    cls = LOCKSTEP_TYPES[getattr(chain_type, "value", chain_type)]
     return cls(
         initial_positions,
         pot_energy_func,

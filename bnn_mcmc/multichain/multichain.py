@@ -14,9 +14,10 @@ from torch import Tensor
 from ..checkpoint import load_checkpoint, manifest_of
 from ..checks import check_seed, check_starts
 from ..kernels.batched_hmc import BatchedPotential, vmap_potential
+from ..options import Backend, ChainType, parse_option
 from ..runfolder import SettingsMismatchError, check_manifest, remove_stale_temporaries
 from ..samplers import HMC, NUTS, MetropolisHastings, Sampler
-from .executors import BACKENDS, ChainError, ChainTask, run_tasks
+from .executors import ChainError, ChainTask, run_tasks
 from .lockstep import LOCKSTEP_TYPES, build_lockstep
 from .potentials import PotentialFactory, build_potential, per_chain_potentials
 from .runlog import (
@@ -128,6 +129,7 @@ class MultiChainHMC:
     def __new__(cls, *args, **kwargs):
         # chain_type 'chees' / 'meads': one lockstep ensemble instead (multichain/lockstep.py)
         chain_type = kwargs.get("chain_type", args[2] if len(args) > 2 else None)
+        chain_type = getattr(chain_type, "value", chain_type)  # a ChainType member
         if isinstance(chain_type, str) and chain_type in LOCKSTEP_TYPES:
             return build_lockstep(*args, **kwargs)
         return super().__new__(cls)
@@ -148,11 +150,9 @@ class MultiChainHMC:
         logger=None,
         **sampler_kwargs,
     ):
-        if chain_type not in CHAIN_TYPES:
-            raise ValueError(
-                f"chain_type must be one of {tuple(CHAIN_TYPES) + tuple(LOCKSTEP_TYPES)}; got "
-                f"{chain_type!r}."
-            )
+        chain_type = parse_option(ChainType, chain_type, "chain_type").value
+        if chain_type not in CHAIN_TYPES:  # the lockstep types were routed by __new__
+            raise ValueError(f"chain_type {chain_type!r} needs the lockstep ensemble.")
         if isinstance(initial_positions, Tensor):
             if initial_positions.ndim != 2:
                 raise ValueError(
@@ -211,8 +211,8 @@ class MultiChainHMC:
         return [str(torch.device(devices[i % len(devices)])) for i in range(len(positions))]
 
     def _set_runtime(self, pot_energy_func, backend, client, scheduler_address, batched, n):
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be None or one of {BACKENDS}; got {backend!r}.")
+        if backend is not None:
+            backend = parse_option(Backend, backend, "backend").value
         if backend == "dask" and client is None and scheduler_address is None:
             raise ValueError("backend='dask' needs a distributed Client or a scheduler_address.")
         if (client is not None or scheduler_address is not None) and backend != "dask":

@@ -49,6 +49,7 @@ from ..kernels.hmc import uniform
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
 from ..optim.fisher_metric import resolve_inv_mass
+from ..options import AdaptMass, choices
 from ..runfolder import (
     DamagedRunError,
     check_manifest,
@@ -57,7 +58,7 @@ from ..runfolder import (
 )
 from ..storage import DrawStore
 
-ADAPT_MASS_CHOICES = ("diag", "dense", None)
+ADAPT_MASS_CHOICES = (*choices(AdaptMass), None)
 #: ``thin`` of a rank that does not write output (it keeps no draw; its chain is unchanged).
 FOLLOWER_THIN = 2**62
 
