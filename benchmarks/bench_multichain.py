@@ -51,7 +51,9 @@ SETUPS = (
 )
 
 
-def run(chain_type: str, backend: str, func, chains: int, draws: int) -> tuple[float, float]:
+def run(
+    chain_type: str, backend: str, func, chains: int, draws: int
+) -> tuple[float, float, float]:
     starts = 0.1 * torch.randn(chains, DIM, generator=torch.Generator().manual_seed(1))
     kw = (
         {"num_steps": 10, "stepsize": 2e-3}
@@ -64,26 +66,31 @@ def run(chain_type: str, backend: str, func, chains: int, draws: int) -> tuple[f
     m.simulate_chains(draws, num_parallel=num_parallel)
     elapsed = time.perf_counter() - t
     ess = float(az.ess(m.to_inference_data())["w"].min())
-    return chains * draws / elapsed, ess / elapsed
+    grads = sum(c.num_grad_evals for c in m.chains)
+    return chains * draws / elapsed, ess / elapsed, 1e6 * elapsed / grads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--draws", type=int, default=30)
+    parser.add_argument("--samplers", default="hmc,nuts", help="comma-separated: hmc,nuts")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"BNN 1-50-50-1 tanh, dim {DIM}, {args.draws} draws per chain, no warmup\n")
-    print("| sampler | chains | backend | chains x draws / s | min ESS / s | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for chain_type in ("hmc", "nuts"):
+    print(
+        "| sampler | chains | backend | chains x draws / s | min ESS / s | speed-up "
+        "| µs per chain-gradient |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for chain_type in args.samplers.split(","):
         for chains in (4, 8):
             base = None
             for label, backend, func in SETUPS:
-                rate, ess_rate = run(chain_type, backend, func, chains, args.draws)
+                rate, ess_rate, us = run(chain_type, backend, func, chains, args.draws)
                 base = base or rate
                 print(
                     f"| {chain_type} | {chains} | {label} | {rate:.1f} | {ess_rate:.2f} | "
-                    f"{rate / base:.2f}x |",
+                    f"{rate / base:.2f}x | {us:.0f} |",
                     flush=True,
                 )
 
