@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -277,3 +278,52 @@ def batched_hmc_step(
         torch.where(mask[:, None], end.grad, state.grad),
     )
     return new, infos
+
+
+class BatchedDecision(NamedTuple):
+    """A Metropolis decision of every chain: see :func:`metropolis_in_lockstep`."""
+
+    state: BatchedState
+    accepted: Tensor
+    accept_prob: Tensor
+    diverging: Tensor
+    energy: Tensor
+    energy_error: Tensor
+
+
+def metropolis_in_lockstep(
+    start: BatchedState,
+    end: BatchedState,
+    kinetic0: Tensor,
+    kinetic1: Tensor,
+    generators: Sequence[torch.Generator],
+    max_delta_energy: float,
+) -> BatchedDecision:
+    r"""Accept each chain's proposal ``end`` with probability :math:`\min(1, e^{-\Delta H})`.
+
+    :math:`\Delta H = (U_1 - U_0) + (K_1 - K_0)` in float64; a non-finite or too large
+    :math:`\Delta H` is a divergence, never accepted (its ``energy_error`` is ``inf``).
+    Each chain draws one float64 uniform from its own generator.
+    """
+    delta = (end.potential - start.potential) + (kinetic1 - kinetic0)
+    finite = torch.isfinite(delta) & torch.isfinite(end.potential)
+    diverging = ~finite | (delta > max_delta_energy)
+    safe = torch.where(diverging, torch.zeros_like(delta), delta)
+    accept_prob = torch.where(diverging, torch.zeros_like(delta), torch.exp(-safe).clamp(max=1.0))
+    u = torch.tensor(
+        [
+            float(torch.rand((), generator=g, dtype=torch.float64, device=g.device))
+            for g in generators
+        ],
+        dtype=torch.float64,
+        device=start.position.device,
+    )
+    accepted = u < accept_prob
+    new = BatchedState(
+        torch.where(accepted[:, None], end.position, start.position),
+        torch.where(accepted, end.potential, start.potential),
+        torch.where(accepted[:, None], end.grad, start.grad),
+    )
+    energy = torch.where(accepted, end.potential + kinetic1, start.potential + kinetic0)
+    energy_error = torch.where(finite, delta, torch.full_like(delta, math.inf))
+    return BatchedDecision(new, accepted, accept_prob, diverging, energy, energy_error)

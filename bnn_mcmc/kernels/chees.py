@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog
+from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog, metropolis_in_lockstep
 from .metrics import DiagMetric
 
 
@@ -113,35 +113,15 @@ def lockstep_hmc_step(
     end, p_end, _ = batched_leapfrog(state, momentum, step, num_steps, metric, potential)
     velocity = metric.velocity(p_end)
     kinetic1 = metric.kinetic_energy(p_end, velocity)
-    delta = (end.potential - state.potential) + (kinetic1 - kinetic0)
-    finite = torch.isfinite(delta) & torch.isfinite(end.potential)
-    diverging = ~finite | (delta > max_delta_energy)
-    safe = torch.where(diverging, torch.zeros_like(delta), delta)
-    accept_prob = torch.where(diverging, torch.zeros_like(delta), torch.exp(-safe).clamp(max=1.0))
-    u = torch.tensor(
-        [
-            float(torch.rand((), generator=g, dtype=torch.float64, device=g.device))
-            for g in generators
-        ],
-        dtype=torch.float64,
-        device=state.position.device,
-    )
-    accepted = u < accept_prob
-    new = BatchedState(
-        torch.where(accepted[:, None], end.position, state.position),
-        torch.where(accepted, end.potential, state.potential),
-        torch.where(accepted[:, None], end.grad, state.grad),
-    )
-    energy = torch.where(accepted, end.potential + kinetic1, state.potential + kinetic0)
-    energy_error = torch.where(finite, delta, torch.full_like(delta, math.inf))
+    d = metropolis_in_lockstep(state, end, kinetic0, kinetic1, generators, max_delta_energy)
     return LockstepTransition(
-        new,
+        d.state,
         end.position,
         velocity,
-        accept_prob,
-        accepted,
-        diverging,
-        energy,
-        energy_error,
+        d.accept_prob,
+        d.accepted,
+        d.diverging,
+        d.energy,
+        d.energy_error,
         num_steps,
     )

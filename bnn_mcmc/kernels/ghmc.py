@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog
+from .batched_hmc import BatchedPotential, BatchedState, batched_leapfrog, metropolis_in_lockstep
 from .metrics import DiagMetric
 
 
@@ -73,26 +73,7 @@ def ghmc_step(
     end, p_end, _ = batched_leapfrog(state, p, step, 1, metric, potential)
     z_end = p_end * scale
     kinetic1 = 0.5 * (z_end.to(torch.float64) ** 2).sum(-1)
-    delta = (end.potential - state.potential) + (kinetic1 - kinetic0)
-    finite = torch.isfinite(delta)
-    diverging = ~finite | (delta > max_delta_energy)
-    safe = torch.where(diverging, torch.zeros_like(delta), delta)
-    accept_prob = torch.where(diverging, torch.zeros_like(delta), torch.exp(-safe).clamp(max=1.0))
-    u = torch.tensor(
-        [
-            float(torch.rand((), generator=g, dtype=torch.float64, device=g.device))
-            for g in generators
-        ],
-        dtype=torch.float64,
-        device=z.device,
-    )
-    accepted = u < accept_prob
-    new = BatchedState(
-        torch.where(accepted[:, None], end.position, state.position),
-        torch.where(accepted, end.potential, state.potential),
-        torch.where(accepted[:, None], end.grad, state.grad),
-    )
-    new_z = torch.where(accepted[:, None], z_end, -z)
-    energy = torch.where(accepted, end.potential + kinetic1, state.potential + kinetic0)
-    energy_error = torch.where(finite, delta, torch.full_like(delta, math.inf))
-    return GHMCTransition(new, new_z, accept_prob, diverging, energy, energy_error)
+    # the potential's finiteness is part of the check (as in ChEES's kernel)
+    d = metropolis_in_lockstep(state, end, kinetic0, kinetic1, generators, max_delta_energy)
+    new_z = torch.where(d.accepted[:, None], z_end, -z)
+    return GHMCTransition(d.state, new_z, d.accept_prob, d.diverging, d.energy, d.energy_error)
