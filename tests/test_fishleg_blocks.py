@@ -23,9 +23,10 @@ def _randomise(block, seed):
 
 def _dense_kron(block):
     """Q built from the paper's formula with torch.kron (row-major vec of [W | b])."""
-    S = torch.kron(block.L, block.R)
+    L, R, A, D = block.factors()
+    S = torch.kron(L, R)
     if block.full:
-        S = block.A.reshape(-1, 1) * S * block.D.reshape(1, -1)
+        S = A.reshape(-1, 1) * S * D.reshape(1, -1)
     return (S @ S.mT).detach()
 
 
@@ -49,7 +50,8 @@ def test_kronecker_qv_and_diag_match_dense(layer, full):
     gotd = torch.cat([d[0].reshape(m, -1)] + ([d[1].reshape(m, 1)] if len(v) > 1 else []), 1)
     torch.testing.assert_close(gotd.reshape(-1), torch.diagonal(Q))
     if not full:  # the paper's Kronecker form LL^T (x) RR^T
-        torch.testing.assert_close(Q, torch.kron(block.L @ block.L.mT, block.R @ block.R.mT))
+        L, R, _, _ = block.factors()
+        torch.testing.assert_close(Q, torch.kron(L @ L.mT, R @ R.mT).detach())
 
 
 @pytest.mark.parametrize("layer", [nn.BatchNorm2d(3), nn.LayerNorm((2, 3))])
@@ -58,7 +60,7 @@ def test_diagonal_blocks(layer):
     assert isinstance(block, DiagonalQ)
     _randomise(block, 1)
     v = [torch.randn_like(p) for p in block.params]
-    for q, d, x, dd in zip(block.Qv(v), block.diagQ(), v, block.d, strict=True):
+    for q, d, x, dd in zip(block.Qv(v), block.diagQ(), v, block.scales(), strict=True):
         torch.testing.assert_close(q, dd.detach() ** 2 * x)
         torch.testing.assert_close(d, dd.detach() ** 2)
 

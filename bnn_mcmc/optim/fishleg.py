@@ -42,15 +42,20 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels.kron_metric import KroneckerMetric
-from .qblocks import DiagonalQ, QBlock, make_qblock, shape_qblocks
+from .damping import DampingRule
+from .kfac_start import damped_inverse_factors, kronecker_statistics
+from .qblocks import DiagonalQ, KroneckerQ, QBlock, make_qblock, shape_qblocks
 
 #: Layer types with a block of their own type (others' direct parameters go by shape).
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm)
 
 Batch = tuple[Tensor, Tensor]
 
-#: ``damping='auto'``: :math:`\gamma` = this times the mean diagonal entry of the Fisher.
+#: ``damping='auto'``: :math:`\gamma` starts at this times the mean diagonal entry of the
+#: Fisher.
 AUTO_DAMPING = 1e-3
+#: ``damping='auto'``: steps between two Levenberg-Marquardt checks of the damping.
+DAMPING_EVERY = 1
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -208,7 +213,7 @@ class FishLeg(torch.optim.Optimizer):
         warmup_loss: Callable[[nn.Module, Batch], Tensor] | None = None,
         aux_loss: str = "exact",
         generator: torch.Generator | None = None,
-        warm_start: str = "fisher",
+        warm_start: str = "kfac",
         warm_start_probes: int = 8,
         bias_correction: bool = True,
     ):
@@ -218,8 +223,9 @@ class FishLeg(torch.optim.Optimizer):
             if not (isinstance(damping, (int, float)) and 0 < damping < math.inf):
                 raise ValueError(f"damping must be 'auto' or a positive finite number, got "
                                  f"{damping!r}.")
-        if warm_start not in ("fisher", "identity"):
-            raise ValueError(f"warm_start must be 'fisher' or 'identity', got {warm_start!r}.")
+        if warm_start not in ("kfac", "fisher", "identity"):
+            raise ValueError(f"warm_start must be 'kfac', 'fisher' or 'identity', got "
+                             f"{warm_start!r}.")
         for name, val in (("fish_lr", fish_lr), ("aux_lr", aux_lr), ("scale", scale)):
             if not (isinstance(val, (int, float)) and 0 < val < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}.")
@@ -294,20 +300,19 @@ class FishLeg(torch.optim.Optimizer):
                                               eps=aux_eps)
         self._aux_batches = _cycle(aux_dataloader)
         self._num_steps = 0
-        if damping == "auto" or warm_start == "fisher":
+        self.damping_rule = DampingRule()
+        self.num_rejected = 0
+        if damping == "auto" or warm_start != "identity":
             diag = self.fisher_diagonal(warm_start_probes)
             if damping == "auto":
                 flat = torch.cat([d.reshape(-1) for db in diag for d in db])
                 self.damping = max(float(AUTO_DAMPING * flat.mean()), 1e-12)
-            if warm_start == "fisher":
-                for b, db in zip(self.blocks.values(), diag, strict=True):
-                    b.set_diagonal([self.scale / (d + self.damping) for d in db])
-                top = self.top_eigenvalue()  # a warm start that never overshoots: QF <= 1
-                if top > 1.0:
-                    for b, db in zip(self.blocks.values(), diag, strict=True):
-                        b.set_diagonal([self.scale / (d + self.damping) / top for d in db])
+            if warm_start != "identity":
+                self._warm_start(diag, warm_start == "kfac", warm_start_probes)
         if warmup > 0:
             self.warmup_aux(warmup_data, warmup_loss, self.scale, num_batches=warmup)
+        self.extra_damping = 0.0
+        self.damping_every = DAMPING_EVERY if damping == "auto" else 0
 
     # -- set-up helpers ---------------------------------------------------------------
     def _init_likelihood(self, draw, nll, likelihood, generator, model) -> None:
@@ -336,6 +341,36 @@ class FishLeg(torch.optim.Optimizer):
                                                   device=ref.device))
         self._draw = lambda x: likelihood.draw(self.model(x), self.generator, self.extra)
         self._nll = lambda batch: likelihood.nll(self.model(batch[0]), batch[1], self.extra)
+
+    def _warm_start(self, diag: list[tuple[Tensor, ...]], kfac: bool, num_batches: int
+                    ) -> None:
+        """Q0 from K-FAC factors (Kronecker blocks whose layer calls were seen) or the
+        Fisher diagonal (the rest), then divided by the top eigenvalue of Q0 (F + gamma I)
+        when it exceeds 1, so the first steps cannot overshoot along correlated directions."""
+        stats: list = [None] * len(self.blocks)
+        if kfac:
+            layers = [(b.params[0], b.params[1] if len(b.params) > 1 else None)
+                      for b in self.blocks.values()]
+            batches = [next(self._aux_batches) for _ in range(num_batches)]
+            stats = kronecker_statistics(layers, self._nll, self._draw, batches)
+        self.warm_start_kinds = []
+        for b, db, st in zip(self.blocks.values(), diag, stats, strict=True):
+            kind = "diagonal"
+            if isinstance(b, KroneckerQ) and st is not None:
+                try:
+                    L, R = damped_inverse_factors(st, float(sum(d.sum() for d in db)),
+                                                  self.damping)
+                    b.set_kronecker(L * self.scale**0.5, R)
+                    kind = "kfac"
+                except (ValueError, RuntimeError):  # degenerate statistics (e.g. dead units)
+                    pass
+            if kind == "diagonal":
+                b.set_diagonal([self.scale / (d + self.damping) for d in db])
+            self.warm_start_kinds.append(kind)
+        top = self.top_eigenvalue()
+        if top > 1.0:
+            for b in self.blocks.values():
+                b.rescale(1.0 / top)
 
     def _block_scale(self, module: nn.Module | None, scale: float) -> float:
         if self.initialization == "fan_in" and isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -538,18 +573,52 @@ class FishLeg(torch.optim.Optimizer):
         lr = self.param_groups[0]["lr"]
         beta = self.param_groups[0]["beta"]
         corr = 1.0 / (1 - beta ** (self._num_steps + 1)) if self.bias_correction else 1.0
+        params, deltas = [], []
         for b in self.blocks.values():
             if all(p.grad is None for p in b.params):
                 continue
             m = [self.state[p].get("momentum", torch.zeros_like(p)) for p in b.params]
-            for p, d in zip(b.params, b.Qv(m), strict=True):
-                p.sub_(d, alpha=lr * corr)
+            params.extend(b.params)
+            qm = b.Qv(m)
+            if self.extra_damping > 0:  # Jacobi form of (Q^-1 + delta I)^-1 m
+                qm = [d / (1 + self.extra_damping * q) for d, q in zip(qm, b.diagQ(),
+                                                                       strict=True)]
+            deltas.extend(d.mul(-lr * corr) for d in qm)
+        every = self.damping_every
+        if every > 0 and self._num_steps % every == 0 and params:
+            self._checked_step(params, deltas)
+        else:
+            for p, d in zip(params, deltas, strict=True):
+                p.add_(d)
         for group in self.param_groups[1:]:
             for p in group["params"]:
                 if p.grad is not None:
                     p.sub_(self.state[p]["momentum"], alpha=group["lr"] * corr)
         self._num_steps += 1
         return loss
+
+    @torch.no_grad()
+    def _checked_step(self, params: list[Tensor], deltas: list[Tensor]) -> None:
+        """Apply the step and adapt the damping from its reduction ratio
+        (:mod:`bnn_mcmc.optim.damping`); undo it if it was rejected."""
+        batch = next(self._aux_batches)
+        with torch.enable_grad():
+            loss0 = self._nll(batch)
+            grads = torch.autograd.grad(loss0, params, allow_unused=True)
+            y_tilde = self._draw(batch[0])
+            fd, dfd = self._curvature_product(params, deltas, (batch[0], y_tilde))
+        slope = sum(float((g * d).sum()) for g, d in zip(grads, deltas, strict=True)
+                    if g is not None)
+        predicted = slope + 0.5 * float(dfd)
+        for p, d in zip(params, deltas, strict=True):
+            p.add_(d)
+        actual = float(self._nll(batch)) - float(loss0)
+        self.extra_damping, undo = self.damping_rule.update(
+            self.extra_damping, self.damping, actual, predicted)
+        if undo:
+            for p, d in zip(params, deltas, strict=True):
+                p.sub_(d)
+        self.num_rejected += int(undo)
 
     # -- the flat view and the metric --------------------------------------------------
     def _offsets(self) -> tuple[dict[int, int], int]:

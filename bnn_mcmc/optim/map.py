@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from .fisher_metric import prior_precision
 from .fishleg import FishLeg
 
 
@@ -74,9 +75,9 @@ def find_map(
     data : (inputs, targets)
         The full data set (one batch).
     optimizer : {'fishleg', 'adam'}
-        FishLeg (defaults here: one auxiliary update per step with ``aux_lr=1e-2``,
-        damping 1, and :math:`Q` initialised by :meth:`FishLeg.warmup_aux` from the
-        squared gradient at the start) or Adam.
+        FishLeg with its own defaults (K-FAC warm start of :math:`Q`, one auxiliary
+        update per step) except the damping, the prior precision (the curvature the prior
+        adds to the Fisher in the MAP loss), or Adam.
     steps : int
         Optimisation steps per chain.
     num_chains : int
@@ -87,7 +88,7 @@ def find_map(
     generator : torch.Generator
         Random source for initialisations and FishLeg's model-drawn targets.
     lr : float, optional
-        Learning rate (default: 0.05 for FishLeg, 0.01 for Adam).
+        Learning rate (default: FishLeg's ``fish_lr`` (0.3), 0.01 for Adam).
     **optimizer_options
         Further keyword arguments of :class:`FishLeg` or :class:`torch.optim.Adam`.
 
@@ -137,15 +138,17 @@ def find_map(
 
 def _optimise(net, lik, prior, x, y, optimizer, steps, generator, lr, extra0, options) -> Tensor:
     if optimizer == "fishleg":
-        opts = {"damping": 1.0, "update_aux_every": -1, "aux_lr": 1e-2, **options}
+        # the MAP loss has the prior's curvature on top of the Fisher: damping = prior precision
+        options = {"damping": prior_precision(prior.log_prob, parameters_to_vector(
+            net.parameters())), **options}
+        if lr is not None:
+            options = {**options, "fish_lr": lr}
         opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=generator,
-                      fish_lr=0.05 if lr is None else lr, **opts)
+                      **options)
         extra = opt.extra
         if extra is not None:
             with torch.no_grad():
                 extra.copy_(extra0)
-        if "warmup" not in options:
-            opt.warmup_aux([(x, y)])
     else:
         extra = nn.Parameter(extra0.clone()) if extra0.numel() else None
         params = list(net.parameters()) + ([extra] if extra is not None else [])
