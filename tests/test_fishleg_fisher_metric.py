@@ -56,11 +56,13 @@ def test_fisher_inv_mass_clear_errors():
         NUTS(torch.zeros(4), U, inv_mass="fisherr", seed=0)
 
 
-def test_multichain_passes_fisher_through():
+def test_multichain_passes_fisher_through(caplog):
     from bnn_mcmc.multichain import MultiChainHMC
 
     U, cov = _problem()
-    m = MultiChainHMC(torch.zeros(2, 4), U, chain_type="nuts", seed=0, inv_mass="fisher")
+    with caplog.at_level(logging.WARNING):
+        m = MultiChainHMC(torch.zeros(2, 4), U, chain_type="nuts", seed=0, inv_mass="fisher")
+    assert caplog.text.count("inv_mass='fisher': fitted") >= 1
     for chain in m.chains:
         assert isinstance(chain.metric, KroneckerMetric)
         assert float(torch.linalg.norm(chain.metric.to_dense() - cov)

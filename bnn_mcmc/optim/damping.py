@@ -1,7 +1,8 @@
-r"""Levenberg-Marquardt adaptation of the FishLeg damping :math:`\gamma`.
+r"""Levenberg-Marquardt adaptation of an extra damping of the FishLeg step.
 
-Every few steps the step :math:`\Delta = -\eta Q m` is checked against the quadratic
-model it comes from: on one batch with the data's own targets,
+Every ``DAMPING_EVERY`` steps (default: every step) the step :math:`\Delta = -\eta Q m`
+is checked against the quadratic model it comes from: on one batch with the data's own
+targets,
 
 .. math:: \rho = \frac{\ell(\theta + \Delta) - \ell(\theta)}
                {\nabla\ell(\theta)^\top \Delta + \tfrac12 \Delta^\top F \Delta},

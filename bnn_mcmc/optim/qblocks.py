@@ -129,6 +129,7 @@ class KroneckerQ(QBlock):
             self.A = nn.Parameter(torch.empty(m, n, **kw))
             self.D = nn.Parameter(torch.empty(m, n, **kw))
             self.register_buffer("A0", torch.empty(m, n, **kw))
+            self.register_buffer("D0", torch.empty(m, n, **kw))
         self.reset(scale)
 
     def factors(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -136,7 +137,8 @@ class KroneckerQ(QBlock):
         ``None`` without ``full``).
 
         They are :math:`L = L_0 L'`, :math:`R = R_0 R'`, :math:`A = A_0 \odot A'`,
-        :math:`D = D'` with fixed starting factors :math:`L_0, R_0, A_0` (the warm start)
+        :math:`D = D_0 \\odot D'` with fixed starting factors :math:`L_0, R_0, A_0, D_0` (the
+        warm start)
         and learned :math:`L', R', A', D'` (attributes ``L, R, A, D``, starting at the
         identity / ones).  So Adam's steps on the auxiliary parameters are relative to
         the start: an absolute step of ``aux_lr`` on a factor entry of size
@@ -144,7 +146,7 @@ class KroneckerQ(QBlock):
         """
         L, R = self.L0 @ self.L, self.R0 @ self.R
         if self.full:
-            return L, R, self.A0 * self.A, self.D
+            return L, R, self.A0 * self.A, self.D0 * self.D
         return L, R, None, None
 
     def _to_matrix(self, v: Sequence[Tensor]) -> Tensor:
@@ -180,6 +182,7 @@ class KroneckerQ(QBlock):
             self.A.fill_(1.0)
             self.D.fill_(1.0)
             self.A0.fill_(1.0)
+            self.D0.fill_(1.0)
 
     @torch.no_grad()
     def reset(self, scale):
@@ -218,6 +221,24 @@ class KroneckerQ(QBlock):
         self.R0.copy_(R)
 
     @torch.no_grad()
+    @torch.no_grad()
+    def set_eigen(self, U_out: Tensor, U_in: Tensor, inner: Tensor) -> None:  # noqa: N803
+        r"""Set :math:`Q V = U_o\,(\text{inner} \odot (U_o^\top V U_i))\,U_i^\top`
+        (:math:`L_0 = U_o`, :math:`R_0 = U_i`, :math:`D_0^2 = \text{inner}`; needs
+        ``full``): with orthogonal :math:`U_o, U_i` the eigenvectors of two Kronecker
+        factors and ``inner`` :math:`1 / (\lambda_o \lambda_i^\top + \gamma)`, this is
+        exactly :math:`(G \otimes \bar A + \gamma I)^{-1}`."""
+        if not self.full:
+            raise ValueError("set_eigen: needs a block built with full=True.")
+        m, n = self.shape
+        if U_out.shape != (m, m) or U_in.shape != (n, n) or inner.shape != (m, n):
+            raise ValueError(f"U_out, U_in, inner: expected shapes ({m}, {m}), ({n}, {n}), "
+                             f"({m}, {n}).")
+        self._restart()
+        self.L0.copy_(U_out)
+        self.R0.copy_(U_in)
+        self.D0.copy_(inner.sqrt())
+
     def factor(self, index):
         idx = self._to_matrix(index)
         L, R, A, D = self.factors()
