@@ -211,10 +211,10 @@ def test_any_module_of_linear_and_conv_layers_gets_kfac_started_kronecker_blocks
     assert float(lik.nll(net(x), y).detach()) < 0.5 * start
 
 
-def test_kfac_warm_start_is_close_to_the_inverse_damped_fisher():
+def test_kfac_warm_start_is_close_to_the_inverse_fisher():
     """One linear-Gaussian output: the Fisher is exactly Kronecker (tau [X 1]^T [X 1] (x) 1),
-    so the K-FAC start must be within 25 % (relative Frobenius) of (F + gamma I)^-1 with
-    correlated inputs, and at most half as far as the Fisher-diagonal start."""
+    so with a negligible damping the K-FAC start must be within 10 % (relative Frobenius)
+    of F^-1 with correlated inputs, and far closer than the Fisher-diagonal start."""
     from bnn_mcmc.bnn import GaussianLikelihood
     from bnn_mcmc.optim import FishLeg
 
@@ -222,14 +222,14 @@ def test_kfac_warm_start_is_close_to_the_inverse_damped_fisher():
     X = torch.randn(200, 4, generator=g) @ torch.tensor(
         [[1.0, 0.9, 0.8, 0.0], [0.0, 0.4, 0.3, 0.2], [0.0, 0.0, 0.2, 0.1], [0.0, 0.0, 0.0, 1.0]])
     y = X.sum(1, keepdim=True)
-    tau, damping = 1.0, 1.0
+    tau, damping = 1.0, 1e-6
     Xt = torch.cat([X, torch.ones(200, 1)], 1)
     q_star = torch.linalg.inv(tau * Xt.T @ Xt + damping * torch.eye(5))
     err = {}
     for start in ("kfac", "fisher"):
         opt = FishLeg(nn.Linear(4, 1).double(), None, None, [(X, y)],
                       likelihood=GaussianLikelihood(tau), damping=damping, warm_start=start,
-                      warm_start_probes=32, generator=torch.Generator().manual_seed(1))
+                      warm_start_probes=200, generator=torch.Generator().manual_seed(1))
         err[start] = float(torch.linalg.norm(opt.as_metric().to_dense() - q_star)
                            / torch.linalg.norm(q_star))
-    assert err["kfac"] < 0.25 and err["kfac"] < 0.5 * err["fisher"], err
+    assert err["kfac"] < 0.1 and err["kfac"] < 0.2 * err["fisher"], err

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from ..kernels.kron_metric import KroneckerMetric
 from .damping import DampingRule
-from .kfac_start import damped_inverse_eigen, damped_inverse_factors, kronecker_statistics
+from .kfac_start import damped_inverse_factors, kronecker_statistics
 from .qblocks import DiagonalQ, KroneckerQ, QBlock, make_qblock, shape_qblocks
 
 #: Layer types with a block of their own type (others' direct parameters go by shape).
@@ -373,12 +373,8 @@ class FishLeg(torch.optim.Optimizer):
             if isinstance(b, KroneckerQ) and st is not None:
                 try:
                     trace = float(sum(d.sum() for d in db))
-                    if b.full:
-                        U_out, U_in, inner = damped_inverse_eigen(st, trace, self.damping)
-                        b.set_eigen(U_out, U_in, inner * self.scale)
-                    else:
-                        L, R = damped_inverse_factors(st, trace, self.damping)
-                        b.set_kronecker(L * self.scale**0.5, R)
+                    L, R = damped_inverse_factors(st, trace, self.damping)
+                    b.set_kronecker(L * self.scale**0.5, R)
                     kind = "kfac"
                 except (ValueError, RuntimeError):  # degenerate statistics (e.g. dead units)
                     pass

@@ -159,27 +159,3 @@ def damped_inverse_factors(stats: KronStats, trace: float, damping: float
     L = torch.linalg.cholesky(0.5 * (inv_g + inv_g.mT))
     return L, R
 
-
-def damped_inverse_eigen(stats: KronStats, trace: float, damping: float
-                         ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Eigenvectors :math:`U_o, U_i` of :math:`G, \bar A` and the array
-    :math:`1 / (\lambda_o \lambda_i^\top + \gamma)`, so that
-    :math:`(U_o \otimes U_i)\operatorname{diag}(\cdot)(U_o \otimes U_i)^\top` is exactly
-    :math:`(c\, G \otimes \bar A + \gamma I)^{-1}`, the scale :math:`c` as in
-    :func:`damped_inverse_factors` (no damping split needed: the form a ``full``
-    Kronecker block can hold, cf. George et al., 2018, EKFAC).
-
-    References
-    ----------
-    George, T., Laurent, C., Bouthillier, X., Ballas, N., Vincent, P. (2018). Fast
-    approximate natural gradient descent in a Kronecker-factored eigenbasis. *NeurIPS*.
-    """
-    A, G = stats.inputs, stats.outputs
-    tr_a, tr_g = float(A.trace()), float(G.trace())
-    if not (tr_a > 0 and tr_g > 0 and trace > 0):
-        raise ValueError("degenerate layer statistics")
-    c = trace / (tr_a * tr_g)
-    lam_a, U_a = torch.linalg.eigh(0.5 * (A + A.mT))
-    lam_g, U_g = torch.linalg.eigh(0.5 * (G + G.mT))
-    curv = c * torch.outer(lam_g.clamp_min(0), lam_a.clamp_min(0))
-    return U_g, U_a, 1.0 / (curv + damping)

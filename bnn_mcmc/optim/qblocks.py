@@ -221,24 +221,6 @@ class KroneckerQ(QBlock):
         self.R0.copy_(R)
 
     @torch.no_grad()
-    @torch.no_grad()
-    def set_eigen(self, U_out: Tensor, U_in: Tensor, inner: Tensor) -> None:  # noqa: N803
-        r"""Set :math:`Q V = U_o\,(\text{inner} \odot (U_o^\top V U_i))\,U_i^\top`
-        (:math:`L_0 = U_o`, :math:`R_0 = U_i`, :math:`D_0^2 = \text{inner}`; needs
-        ``full``): with orthogonal :math:`U_o, U_i` the eigenvectors of two Kronecker
-        factors and ``inner`` :math:`1 / (\lambda_o \lambda_i^\top + \gamma)`, this is
-        exactly :math:`(G \otimes \bar A + \gamma I)^{-1}`."""
-        if not self.full:
-            raise ValueError("set_eigen: needs a block built with full=True.")
-        m, n = self.shape
-        if U_out.shape != (m, m) or U_in.shape != (n, n) or inner.shape != (m, n):
-            raise ValueError(f"U_out, U_in, inner: expected shapes ({m}, {m}), ({n}, {n}), "
-                             f"({m}, {n}).")
-        self._restart()
-        self.L0.copy_(U_out)
-        self.R0.copy_(U_in)
-        self.D0.copy_(inner.sqrt())
-
     def factor(self, index):
         idx = self._to_matrix(index)
         L, R, A, D = self.factors()
