@@ -24,8 +24,9 @@ A poor model (:math:`\rho < 1/4`) multiplies :math:`\delta` by 3 (starting from
 the check batch is kept but counts as a poor model (x3).  (Undoing such steps, as a first
 version did, stalled one linear-regression seed of five at 0.29; ignoring them let the
 digits MLP diverge on two seeds of three.)  On linear and logistic regression the model is
-exact (the Fisher is the Hessian), so :math:`\delta` moves only through minibatch noise.  The factors were measured on the problems of
-``benchmarks/bench_fishleg.py``; the references leave them open.
+exact (the Fisher is the Hessian), so :math:`\delta` moves only through minibatch noise.
+The factors were measured on the problems of ``benchmarks/bench_fishleg.py``; the
+references leave them open.
 
 References
 ----------
