@@ -74,11 +74,16 @@ def optimiser_table(seeds_small: int, seeds_mlp: int) -> str:
     }
     # first optimiser construction imports torch._dynamo (seconds): pay it before timing
     torch.optim.Adam(nn.Linear(1, 1).parameters())
-    rows = ["| problem | optimiser | final loss (median) | per seed | steps to target | "
-            "wall to target | wall 300 steps |", "|---|---|---|---|---|---|---|"]
-    problems = (("linear regression, scales 1e-2..10", ill_conditioned_regression, seeds_small),
-                ("logistic regression, AR(1) 0.95", correlated_logistic, seeds_small),
-                ("MLP 64-32-10 on digits", digits, seeds_mlp))
+    rows = [
+        "| problem | optimiser | final loss (median) | per seed | steps to target | "
+        "wall to target | wall 300 steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    problems = (
+        ("linear regression, scales 1e-2..10", ill_conditioned_regression, seeds_small),
+        ("logistic regression, AR(1) 0.95", correlated_logistic, seeds_small),
+        ("MLP 64-32-10 on digits", digits, seeds_mlp),
+    )
     for name, problem, num in problems:
         runs = {k: [train(problem, mk, s) for s in range(num)] for k, mk in makers.items()}
         finals = {k: statistics.median(r.losses[-1] for r in v) for k, v in runs.items()}
@@ -95,8 +100,10 @@ def optimiser_table(seeds_small: int, seeds_mlp: int) -> str:
                 st, wt = "not reached", "-"
             per = ", ".join(f"{r.losses[-1]:.4g}" for r in v)
             mark = " (target)" if k == best_adam else ""
-            rows.append(f"| {name} | {k}{mark} | {finals[k]:.4g} | {per} | {st} | {wt} | "
-                        f"{statistics.median(r.times[-1] for r in v):.2f} s |")
+            rows.append(
+                f"| {name} | {k}{mark} | {finals[k]:.4g} | {per} | {st} | {wt} | "
+                f"{statistics.median(r.times[-1] for r in v):.2f} s |"
+            )
     return "\n".join(rows)
 
 
@@ -104,17 +111,20 @@ def regression():
     g = torch.Generator().manual_seed(0)
     x = torch.linspace(-2, 2, 40).unsqueeze(-1)
     y = torch.sin(2 * x) + 0.1 * torch.randn(40, 1, generator=g)
-    net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 50), nn.Tanh(),
-                        nn.Linear(50, 1))
+    net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 50), nn.Tanh(), nn.Linear(50, 1))
     return "1-D regression", net, x, y, GaussianLikelihood(tau_pred=100.0)
 
 
 def moons():
     X, y = make_moons(200, noise=0.2, random_state=0)
-    net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
-                        nn.Linear(32, 2))
-    return ("two moons", net, torch.tensor(X, dtype=torch.float32), torch.tensor(y),
-            CategoricalLikelihood())
+    net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    return (
+        "two moons",
+        net,
+        torch.tensor(X, dtype=torch.float32),
+        torch.tensor(y),
+        CategoricalLikelihood(),
+    )
 
 
 def ess_per_grad(s):
@@ -124,24 +134,38 @@ def ess_per_grad(s):
 
 
 def nuts_table(warmup: int, draws: int, depth: int, steps: int) -> str:
-    rows = ["| problem | metric | ESS/grad median | ESS/grad min | step size | grads | wall |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| problem | metric | ESS/grad median | ESS/grad min | step size | grads | wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, net, x, y, lik in (regression(), moons()):
         prior = GaussianPrior(1.0)
         # the start only needs to be near the mode; Adam is the cheaper way there here
-        w_map = find_map(net, lik, prior, (x, y), optimizer="adam", steps=steps,
-                         generator=torch.Generator().manual_seed(0))[0]
+        w_map = find_map(
+            net,
+            lik,
+            prior,
+            (x, y),
+            optimizer="adam",
+            steps=steps,
+            generator=torch.Generator().manual_seed(0),
+        )[0]
         U = nn_pot_energy(net, x, y, likelihood=lik, prior=prior)
-        for label, inv_mass, adapt in (("identity", 1.0, None), ("diag-adapted", 1.0, "diag"),
-                                       ("dense-adapted", 1.0, "dense"),
-                                       ("fisher (FishLeg)", "fisher", None)):
+        for label, inv_mass, adapt in (
+            ("identity", 1.0, None),
+            ("diag-adapted", 1.0, "diag"),
+            ("dense-adapted", 1.0, "dense"),
+            ("fisher (FishLeg)", "fisher", None),
+        ):
             t0 = time.perf_counter()
             s = NUTS(w_map.clone(), U, inv_mass=inv_mass, seed=0, max_tree_depth=depth)
             s.warmup(warmup, adapt_mass=adapt)
             s.simulate_chain(draws)
             med, mn = ess_per_grad(s)
-            rows.append(f"| {name} | {label} | {med:.2e} | {mn:.2e} | {s.step_size:.2e} | "
-                        f"{s.num_grad_evals} | {time.perf_counter() - t0:.0f} s |")
+            rows.append(
+                f"| {name} | {label} | {med:.2e} | {mn:.2e} | {s.step_size:.2e} | "
+                f"{s.num_grad_evals} | {time.perf_counter() - t0:.0f} s |"
+            )
             print(rows[-1], flush=True)
     return "\n".join(rows)
 

@@ -35,17 +35,29 @@ def test_q_converges_to_inverse_damped_fisher(aux_loss):
     X, y = _regression(spread=0.5)
     damping, tau = 10.0, 1.0
     net = nn.Linear(4, 1)
-    opt = FishLeg(net, None, None, [(X, y)], likelihood=GaussianLikelihood(tau),
-                  generator=torch.Generator().manual_seed(1), damping=damping, full=False,
-                  aux_lr=1e-2, scale=1 / damping, update_aux_every=0, aux_loss=aux_loss,
-                  warm_start="identity")
+    opt = FishLeg(
+        net,
+        None,
+        None,
+        [(X, y)],
+        likelihood=GaussianLikelihood(tau),
+        generator=torch.Generator().manual_seed(1),
+        damping=damping,
+        full=False,
+        aux_lr=1e-2,
+        scale=1 / damping,
+        update_aux_every=0,
+        aux_loss=aux_loss,
+        warm_start="identity",
+    )
     Xt = torch.cat([X, torch.ones(len(X), 1)], 1)
     q_star = torch.linalg.inv(tau * Xt.T @ Xt + damping * torch.eye(5))
     gu = torch.Generator().manual_seed(2)
 
     def err():
-        return float(torch.linalg.norm(opt.as_metric().to_dense() - q_star)
-                     / torch.linalg.norm(q_star))
+        return float(
+            torch.linalg.norm(opt.as_metric().to_dense() - q_star) / torch.linalg.norm(q_star)
+        )
 
     start = err()
     for _ in range(2500):
@@ -110,8 +122,9 @@ def correlated_logistic(seed: int) -> Problem:
     return Problem(X, y, nn.Linear(20, 1), nll, draw)
 
 
-def train(problem: Callable[[int], Problem], make_opt, seed: int, steps: int = 300,
-          batch: int = 128) -> Run:
+def train(
+    problem: Callable[[int], Problem], make_opt, seed: int, steps: int = 300, batch: int = 128
+) -> Run:
     """Minibatches of ``batch`` for ``steps`` steps, ``make_opt(net, nll, draw, aux)`` with
     four auxiliary batches; the full-data loss after every step (not timed)."""
     X, y, net, nll, draw = problem(seed)
@@ -120,7 +133,7 @@ def train(problem: Callable[[int], Problem], make_opt, seed: int, steps: int = 3
         while True:
             perm = torch.randperm(len(X), generator=gen)
             for i in range(0, len(X) - batch + 1, batch):
-                yield X[perm[i:i + batch]], y[perm[i:i + batch]]
+                yield X[perm[i : i + batch]], y[perm[i : i + batch]]
 
     aux = [b for _, b in zip(range(4), batches(torch.Generator().manual_seed(seed + 7)))]
     data = batches(torch.Generator().manual_seed(seed + 100))
@@ -146,9 +159,15 @@ def _fishleg(net, nll, draw, aux):
 def _medians(problem, seeds):
     """Median final loss of default FishLeg, and of Adam at the better of 1e-3 / 1e-2."""
     fish = statistics.median(train(problem, _fishleg, s).losses[-1] for s in seeds)
-    adam = min(statistics.median(
-        train(problem, lambda n, *_, lr=lr: torch.optim.Adam(n.parameters(), lr=lr),
-              s).losses[-1] for s in seeds) for lr in (1e-3, 1e-2))
+    adam = min(
+        statistics.median(
+            train(problem, lambda n, *_, lr=lr: torch.optim.Adam(n.parameters(), lr=lr), s).losses[
+                -1
+            ]
+            for s in seeds
+        )
+        for lr in (1e-3, 1e-2)
+    )
     return fish, adam
 
 
@@ -219,8 +238,15 @@ def test_user_draw_and_nll_callables():
     g = torch.Generator().manual_seed(0)
     lik = GaussianLikelihood(1.0)
     net = nn.Linear(2, 1)
-    opt = FishLeg(net, lambda m, x: (x, lik.draw(m(x), g)), lambda m, b: lik.nll(m(b[0]), b[1]),
-                  [(X, y)], update_aux_every=1, warmup=1, warmup_data=[(X, y)])
+    opt = FishLeg(
+        net,
+        lambda m, x: (x, lik.draw(m(x), g)),
+        lambda m, b: lik.nll(m(b[0]), b[1]),
+        [(X, y)],
+        update_aux_every=1,
+        warmup=1,
+        warmup_data=[(X, y)],
+    )
     start = float(lik.nll(net(X), y).detach())
     for _ in range(50):
         opt.zero_grad()
@@ -236,12 +262,29 @@ def test_find_map_learned_noise():
     lik = LearnedNoiseGaussianLikelihood(0.0, 3.0)
     net = nn.Linear(2, 1)
     for optimizer in ("fishleg", "adam"):
-        w = find_map(net, lik, GaussianPrior(10.0), (X, y), optimizer=optimizer, steps=400,
-                     num_chains=2, init="random", generator=torch.Generator().manual_seed(0),
-                     lr=0.05 if optimizer == "adam" else None)
+        w = find_map(
+            net,
+            lik,
+            GaussianPrior(10.0),
+            (X, y),
+            optimizer=optimizer,
+            steps=400,
+            num_chains=2,
+            init="random",
+            generator=torch.Generator().manual_seed(0),
+            lr=0.05 if optimizer == "adam" else None,
+        )
         assert w.shape == (2, 4)
         assert abs(float(w[0, -1]) - torch.log(torch.tensor(0.1))) < 0.2, optimizer
         torch.testing.assert_close(w[0], w[1], atol=0.05, rtol=0)
-    w = find_map(net, lik, GaussianPrior(10.0), (X, y), optimizer="adam", steps=2,
-                 init="prior", generator=torch.Generator().manual_seed(0))
+    w = find_map(
+        net,
+        lik,
+        GaussianPrior(10.0),
+        (X, y),
+        optimizer="adam",
+        steps=2,
+        init="prior",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert w.shape == (1, 4) and torch.isfinite(w).all()

@@ -52,8 +52,9 @@ class DampingRule:
     down: float = 0.7
     reject: float = 10.0
 
-    def update(self, delta: float, base: float, actual: float, predicted: float
-               ) -> tuple[float, bool]:
+    def update(
+        self, delta: float, base: float, actual: float, predicted: float
+    ) -> tuple[float, bool]:
         r"""Return (the new extra damping :math:`\delta`, whether to undo the step) from
         the actual and the predicted change of the loss; ``base`` (the auxiliary
         damping :math:`\gamma`) is the first non-zero :math:`\delta`."""

@@ -235,11 +235,13 @@ class FishLeg(torch.optim.Optimizer):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         if damping != "auto":
             if not (isinstance(damping, (int, float)) and 0 < damping < math.inf):
-                raise ValueError(f"damping must be 'auto' or a positive finite number, got "
-                                 f"{damping!r}.")
+                raise ValueError(
+                    f"damping must be 'auto' or a positive finite number, got {damping!r}."
+                )
         if warm_start not in ("kfac", "fisher", "identity"):
-            raise ValueError(f"warm_start must be 'kfac', 'fisher' or 'identity', got "
-                             f"{warm_start!r}.")
+            raise ValueError(
+                f"warm_start must be 'kfac', 'fisher' or 'identity', got {warm_start!r}."
+            )
         for name, val in (("fish_lr", fish_lr), ("aux_lr", aux_lr), ("scale", scale)):
             if not (isinstance(val, (int, float)) and 0 < val < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}.")
@@ -250,15 +252,17 @@ class FishLeg(torch.optim.Optimizer):
         if isinstance(update_aux_every, bool) or not isinstance(update_aux_every, int):
             raise TypeError(f"update_aux_every must be an int, got {update_aux_every!r}.")
         if initialization not in ("uniform", "fan_in"):
-            raise ValueError(f"initialization must be 'uniform' or 'fan_in', got "
-                             f"{initialization!r}.")
+            raise ValueError(
+                f"initialization must be 'uniform' or 'fan_in', got {initialization!r}."
+            )
         if aux_loss not in ("exact", "finite_difference"):
             raise ValueError(f"aux_loss must be 'exact' or 'finite_difference', got {aux_loss!r}.")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
         if (warmup > 0) != (warmup_data is not None):
-            raise ValueError("warmup_data: pass it exactly when warmup > 0 (the number of "
-                             "warm-up batches).")
+            raise ValueError(
+                "warmup_data: pass it exactly when warmup > 0 (the number of warm-up batches)."
+            )
         if warmup == 0 and warmup_loss is not None:
             raise ValueError("warmup_loss: only used when warmup > 0.")
         self.model, self.likelihood = model, likelihood
@@ -274,13 +278,17 @@ class FishLeg(torch.optim.Optimizer):
         self._block_modules: dict[str, nn.Module | None] = {}
         for pats, arg in ((module_names, "module_names"), (skip_names, "skip_names")):
             if isinstance(pats, str):
-                raise TypeError(f"{arg} must be a sequence of names, not a single string; "
-                                f"wrap it in a list: [{pats!r}].")
+                raise TypeError(
+                    f"{arg} must be a sequence of names, not a single string; "
+                    f"wrap it in a list: [{pats!r}]."
+                )
         names = [n for n, _ in model.named_modules()]
         for pat in (*module_names, *skip_names):
             if not pat.startswith("re:") and pat not in names:
-                raise ValueError(f"module_names/skip_names: no module named {pat!r} in the "
-                                 f"model; known modules: {names[1:]}.")
+                raise ValueError(
+                    f"module_names/skip_names: no module named {pat!r} in the "
+                    f"model; known modules: {names[1:]}."
+                )
         for name, module in model.named_modules():
             if module_names and not _matches(name, module_names):
                 continue
@@ -297,8 +305,10 @@ class FishLeg(torch.optim.Optimizer):
                     self.blocks[key] = b
                     self._block_modules[key] = None
         if not self.blocks:
-            raise ValueError("FishLeg found no trainable parameters to precondition (check "
-                             "module_names / skip_names).")
+            raise ValueError(
+                "FishLeg found no trainable parameters to precondition (check "
+                "module_names / skip_names)."
+            )
         if self.extra is not None:
             self.blocks["likelihood"] = DiagonalQ([self.extra], self.scale)
         covered = {id(p) for b in self.blocks.values() for p in b.params}
@@ -307,11 +317,11 @@ class FishLeg(torch.optim.Optimizer):
         groups = [{"params": fish, "fishleg": True}]
         if rest:
             groups.append({"params": rest, "fishleg": False})
-        super().__init__(groups, {"lr": float(fish_lr), "beta": beta,
-                                  "weight_decay": weight_decay})
+        super().__init__(groups, {"lr": float(fish_lr), "beta": beta, "weight_decay": weight_decay})
         self.aux_params = [q for b in self.blocks.values() for q in b.parameters()]
-        self.aux_optimizer = torch.optim.Adam(self.aux_params, lr=aux_lr, betas=aux_betas,
-                                              eps=aux_eps)
+        self.aux_optimizer = torch.optim.Adam(
+            self.aux_params, lr=aux_lr, betas=aux_betas, eps=aux_eps
+        )
         self._aux_batches = _cycle(aux_dataloader)
         self._num_steps = 0
         self.damping_rule = DampingRule()
@@ -335,36 +345,44 @@ class FishLeg(torch.optim.Optimizer):
             if draw is None or nll is None:
                 raise ValueError("draw, nll: pass both callables, or pass likelihood= instead.")
             if generator is not None:
-                raise ValueError("generator: only used with likelihood= (your draw owns its "
-                                 "randomness).")
+                raise ValueError(
+                    "generator: only used with likelihood= (your draw owns its randomness)."
+                )
             self._draw = lambda x: draw(self.model, x)[1]
             self._nll = lambda batch: nll(self.model, batch)
             return
         if draw is not None or nll is not None:
-            raise ValueError("draw, nll: pass None when likelihood= is given (they are built "
-                             "from it).")
+            raise ValueError(
+                "draw, nll: pass None when likelihood= is given (they are built from it)."
+            )
         if not (hasattr(likelihood, "nll") and hasattr(likelihood, "draw")):
-            raise TypeError(f"likelihood: expected a likelihood object with nll and draw (e.g. "
-                            f"bnn_mcmc.bnn.GaussianLikelihood), got {type(likelihood).__name__}.")
+            raise TypeError(
+                f"likelihood: expected a likelihood object with nll and draw (e.g. "
+                f"bnn_mcmc.bnn.GaussianLikelihood), got {type(likelihood).__name__}."
+            )
         if not isinstance(generator, torch.Generator):
-            raise TypeError("generator: a torch.Generator is required with likelihood= (to "
-                            "draw targets from the model).")
+            raise TypeError(
+                "generator: a torch.Generator is required with likelihood= (to "
+                "draw targets from the model)."
+            )
         ref = next(model.parameters())
         if likelihood.num_extra_params > 0:
-            self.extra = nn.Parameter(torch.zeros(likelihood.num_extra_params, dtype=ref.dtype,
-                                                  device=ref.device))
+            self.extra = nn.Parameter(
+                torch.zeros(likelihood.num_extra_params, dtype=ref.dtype, device=ref.device)
+            )
         self._draw = lambda x: likelihood.draw(self.model(x), self.generator, self.extra)
         self._nll = lambda batch: likelihood.nll(self.model(batch[0]), batch[1], self.extra)
 
-    def _warm_start(self, diag: list[tuple[Tensor, ...]], kfac: bool, num_batches: int
-                    ) -> None:
+    def _warm_start(self, diag: list[tuple[Tensor, ...]], kfac: bool, num_batches: int) -> None:
         """Q0 from K-FAC factors (Kronecker blocks whose layer calls were seen) or the
         Fisher diagonal (the rest), then divided by the top eigenvalue of Q0 (F + gamma I)
         when it exceeds 1, so the first steps cannot overshoot along correlated directions."""
         stats: list = [None] * len(self.blocks)
         if kfac:
-            layers = [(b.params[0], b.params[1] if len(b.params) > 1 else None)
-                      for b in self.blocks.values()]
+            layers = [
+                (b.params[0], b.params[1] if len(b.params) > 1 else None)
+                for b in self.blocks.values()
+            ]
             batches = [next(self._aux_batches) for _ in range(num_batches)]
             stats = kronecker_statistics(layers, self._nll, self._draw, batches)
         self.warm_start_kinds = []
@@ -395,14 +413,17 @@ class FishLeg(torch.optim.Optimizer):
         out = []
         for name, b in self.blocks.items():
             if any(p.grad is None for p in b.params):
-                raise RuntimeError(f"block {name!r}: a parameter has no gradient; call "
-                                   "loss.backward() before update_aux() / step().")
+                raise RuntimeError(
+                    f"block {name!r}: a parameter has no gradient; call "
+                    "loss.backward() before update_aux() / step()."
+                )
             out.append(tuple(p.grad for p in b.params))
         return out
 
     # -- the auxiliary problem ------------------------------------------------------------
-    def _curvature_product(self, params: list[Tensor], v: list[Tensor], batch: Batch
-                           ) -> tuple[list[Tensor], Tensor]:
+    def _curvature_product(
+        self, params: list[Tensor], v: list[Tensor], batch: Batch
+    ) -> tuple[list[Tensor], Tensor]:
         """Return (an unbiased estimate of :math:`F v`, :math:`v^\\top F v`)."""
         if self.aux_loss == "exact":
             loss = self._nll(batch)
@@ -441,15 +462,17 @@ class FishLeg(torch.optim.Optimizer):
             x, _ = next(self._aux_batches)
             with torch.no_grad():
                 y_tilde = self._draw(x)
-            z = [torch.randint(0, 2, p.shape, generator=gen, device=p.device).to(p.dtype) * 2 - 1
-                 for p in params]
+            z = [
+                torch.randint(0, 2, p.shape, generator=gen, device=p.device).to(p.dtype) * 2 - 1
+                for p in params
+            ]
             fz, _ = self._curvature_product(params, z, (x, y_tilde))
             for a, zz, f in zip(acc, z, fz, strict=True):
                 a.add_(zz * f.detach() / num_probes)
         out, k = [], 0
         for b in self.blocks.values():
             n = len(b.params)
-            out.append(tuple(a.clamp_min(0) for a in acc[k:k + n]))
+            out.append(tuple(a.clamp_min(0) for a in acc[k : k + n]))
             k += n
         return out
 
@@ -462,8 +485,7 @@ class FishLeg(torch.optim.Optimizer):
         with torch.no_grad():
             y_tilde = self._draw(x)
         gen = torch.Generator(device=params[0].device).manual_seed(1)
-        v = [torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
-             for p in params]
+        v = [torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) for p in params]
         lam = 0.0
         for _ in range(num_iters):
             norm = torch.sqrt(sum((w**2).sum() for w in v))
@@ -474,7 +496,7 @@ class FishLeg(torch.optim.Optimizer):
             with torch.no_grad():
                 for b in self.blocks.values():
                     n = len(b.params)
-                    new.extend(b.Qv(fv[k:k + n]))
+                    new.extend(b.Qv(fv[k : k + n]))
                     k += n
             lam = float(sum((a * w).sum() for a, w in zip(new, v, strict=True)))
             v = [t.detach() for t in new]
@@ -520,9 +542,13 @@ class FishLeg(torch.optim.Optimizer):
         uv = sum((g * w).sum() for g, w in zip(flat_u, v, strict=True))
         return float(0.5 * vfv + 0.5 * self.damping * vv - uv)
 
-    def warmup_aux(self, dataloader: Iterable[Batch] | None = None,
-                   loss: Callable[[nn.Module, Batch], Tensor] | None = None,
-                   scale: float = 1.0, num_batches: int = 1) -> None:
+    def warmup_aux(
+        self,
+        dataloader: Iterable[Batch] | None = None,
+        loss: Callable[[nn.Module, Batch], Tensor] | None = None,
+        scale: float = 1.0,
+        num_batches: int = 1,
+    ) -> None:
         r"""Initialise :math:`Q`.
 
         Without ``dataloader``: :math:`Q = \text{scale}\cdot I` (per ``initialization``),
@@ -559,7 +585,7 @@ class FishLeg(torch.optim.Optimizer):
         k = 0
         for b in self.blocks.values():
             n = len(b.params)
-            b.set_diagonal([scale / (s + self.damping) for s in sq[k:k + n]])
+            b.set_diagonal([scale / (s + self.damping) for s in sq[k : k + n]])
             k += n
 
     # -- the parameter step -----------------------------------------------------------
@@ -595,8 +621,7 @@ class FishLeg(torch.optim.Optimizer):
             params.extend(b.params)
             qm = b.Qv(m)
             if self.extra_damping > 0:  # Jacobi form of (Q^-1 + delta I)^-1 m
-                qm = [d / (1 + self.extra_damping * q) for d, q in zip(qm, b.diagQ(),
-                                                                       strict=True)]
+                qm = [d / (1 + self.extra_damping * q) for d, q in zip(qm, b.diagQ(), strict=True)]
             deltas.extend(d.mul(-lr * corr) for d in qm)
         every = self.damping_every
         if every > 0 and self._num_steps % every == 0 and params:
@@ -621,14 +646,16 @@ class FishLeg(torch.optim.Optimizer):
             grads = torch.autograd.grad(loss0, params, allow_unused=True)
             y_tilde = self._draw(batch[0])
             fd, dfd = self._curvature_product(params, deltas, (batch[0], y_tilde))
-        slope = sum(float((g * d).sum()) for g, d in zip(grads, deltas, strict=True)
-                    if g is not None)
+        slope = sum(
+            float((g * d).sum()) for g, d in zip(grads, deltas, strict=True) if g is not None
+        )
         predicted = slope + 0.5 * float(dfd)
         for p, d in zip(params, deltas, strict=True):
             p.add_(d)
         actual = float(self._nll(batch)) - float(loss0)
         self.extra_damping, undo = self.damping_rule.update(
-            self.extra_damping, self.damping, actual, predicted)
+            self.extra_damping, self.damping, actual, predicted
+        )
         if undo:
             for p, d in zip(params, deltas, strict=True):
                 p.sub_(d)
@@ -648,10 +675,14 @@ class FishLeg(torch.optim.Optimizer):
     def _split_flat(self, flat: Tensor, name: str) -> list[tuple[Tensor, ...]]:
         offsets, dim = self._offsets()
         if not isinstance(flat, Tensor) or flat.shape != (dim,):
-            raise ValueError(f"{name}: expected a flat tensor of shape ({dim},) (all model "
-                             "parameters, then the likelihood's).")
-        return [tuple(flat[offsets[id(p)]:offsets[id(p)] + p.numel()].view_as(p)
-                      for p in b.params) for b in self.blocks.values()]
+            raise ValueError(
+                f"{name}: expected a flat tensor of shape ({dim},) (all model "
+                "parameters, then the likelihood's)."
+            )
+        return [
+            tuple(flat[offsets[id(p)] : offsets[id(p)] + p.numel()].view_as(p) for p in b.params)
+            for b in self.blocks.values()
+        ]
 
     def as_metric(self, uncovered_inv_mass: float | None = None) -> KroneckerMetric:
         r"""The current :math:`Q(\lambda)` as a fixed inverse mass matrix for HMC/NUTS.
@@ -666,8 +697,10 @@ class FishLeg(torch.optim.Optimizer):
         base = 1.0 / self.damping if uncovered_inv_mass is None else float(uncovered_inv_mass)
         factors = []
         for b in self.blocks.values():
-            index = [offsets[id(p)] + torch.arange(p.numel(), device=p.device).view(p.shape)
-                     for p in b.params]
+            index = [
+                offsets[id(p)] + torch.arange(p.numel(), device=p.device).view(p.shape)
+                for p in b.params
+            ]
             factors.append(b.factor(index))
         ref = next(self.model.parameters())
         return KroneckerMetric(dim, factors, base, dtype=ref.dtype, device=ref.device)

@@ -81,7 +81,7 @@ class _Recorder(TorchFunctionMode):
             rows = x.reshape(-1, x.shape[-1])
             conv = False
         else:
-            stride, padding, dilation, groups = (list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]):])
+            stride, padding, dilation, groups = list(args[3:7]) + [1, 0, 1, 1][len(args[3:7]) :]
             stride = kwargs.get("stride", stride)
             padding = kwargs.get("padding", padding)
             dilation = kwargs.get("dilation", dilation)
@@ -89,8 +89,9 @@ class _Recorder(TorchFunctionMode):
             if groups != 1 or isinstance(padding, str) or x.dim() != 4:
                 return out  # grouped / string padding: left to the diagonal start
             k = args[1].shape[-2:]
-            cols = F.unfold(x, k, dilation=_pair(dilation), padding=_pair(padding),
-                            stride=_pair(stride))
+            cols = F.unfold(
+                x, k, dilation=_pair(dilation), padding=_pair(padding), stride=_pair(stride)
+            )
             rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
             conv = True
         if bias is not None:
@@ -100,10 +101,12 @@ class _Recorder(TorchFunctionMode):
 
 
 @torch.enable_grad()
-def kronecker_statistics(layers: Sequence[tuple[Tensor, Tensor | None]],
-                         nll: Callable[[tuple[Tensor, Tensor]], Tensor],
-                         draw: Callable[[Tensor], Tensor],
-                         batches: Iterable[tuple[Tensor, Tensor]]) -> list[KronStats | None]:
+def kronecker_statistics(
+    layers: Sequence[tuple[Tensor, Tensor | None]],
+    nll: Callable[[tuple[Tensor, Tensor]], Tensor],
+    draw: Callable[[Tensor], Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+) -> list[KronStats | None]:
     r"""Sum :math:`a a^\top` and :math:`g g^\top` of each ``(weight, bias)`` layer over
     ``batches``, :math:`g` the gradient of ``nll`` at targets ``draw(x)`` with respect to
     the layer's output.  ``None`` for a layer never seen (its block keeps another start).
@@ -125,13 +128,13 @@ def kronecker_statistics(layers: Sequence[tuple[Tensor, Tensor | None]],
             g = g.movedim(1, -1).reshape(-1, g.shape[1]) if c.conv else g.reshape(-1, g.shape[-1])
             aa, gg = c.rows.mT @ c.rows, g.mT @ g
             s = sums[c.block]
-            sums[c.block] = KronStats(aa, gg) if s is None else KronStats(s.inputs + aa,
-                                                                         s.outputs + gg)
+            sums[c.block] = (
+                KronStats(aa, gg) if s is None else KronStats(s.inputs + aa, s.outputs + gg)
+            )
     return sums
 
 
-def damped_inverse_factors(stats: KronStats, trace: float, damping: float
-                           ) -> tuple[Tensor, Tensor]:
+def damped_inverse_factors(stats: KronStats, trace: float, damping: float) -> tuple[Tensor, Tensor]:
     r"""Cholesky factors :math:`L, R` with :math:`LL^\top \otimes RR^\top \approx
     (F + \gamma I)^{-1}` for one block.
 
@@ -158,4 +161,3 @@ def damped_inverse_factors(stats: KronStats, trace: float, damping: float
     R = torch.linalg.cholesky(0.5 * (inv_a + inv_a.mT))
     L = torch.linalg.cholesky(0.5 * (inv_g + inv_g.mT))
     return L, R
-

@@ -108,16 +108,21 @@ def find_map(
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}.")
     if not isinstance(generator, torch.Generator):
-        raise TypeError("generator: pass a torch.Generator (e.g. torch.Generator()."
-                        "manual_seed(0)).")
+        raise TypeError(
+            "generator: pass a torch.Generator (e.g. torch.Generator().manual_seed(0))."
+        )
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError("data must be a pair (inputs, targets).")
     if not hasattr(nll, "nll") or not hasattr(nll, "draw"):
-        raise TypeError("nll must be a likelihood object (with nll and draw methods), e.g. "
-                        "bnn_mcmc.bnn.likelihoods.GaussianLikelihood.")
+        raise TypeError(
+            "nll must be a likelihood object (with nll and draw methods), e.g. "
+            "bnn_mcmc.bnn.likelihoods.GaussianLikelihood."
+        )
     if not hasattr(prior, "log_prob"):
-        raise TypeError("prior must be a prior object with log_prob (and sample for "
-                        "init='prior'), e.g. bnn_mcmc.bnn.priors.GaussianPrior.")
+        raise TypeError(
+            "prior must be a prior object with log_prob (and sample for "
+            "init='prior'), e.g. bnn_mcmc.bnn.priors.GaussianPrior."
+        )
     x, y = data
     work = copy.deepcopy(net)
     ref = next(work.parameters())
@@ -131,20 +136,34 @@ def find_map(
             w0 = prior.sample(generator, dim=num_net, dtype=ref.dtype)
             extra0 = nll.sample_extra(generator, dtype=ref.dtype).reshape(-1)
         vector_to_parameters(w0.to(ref.device), work.parameters())
-        starts.append(_optimise(work, nll, prior, x, y, optimizer, steps, generator, lr,
-                                extra0.to(ref.device), optimizer_options))
+        starts.append(
+            _optimise(
+                work,
+                nll,
+                prior,
+                x,
+                y,
+                optimizer,
+                steps,
+                generator,
+                lr,
+                extra0.to(ref.device),
+                optimizer_options,
+            )
+        )
     return torch.stack(starts)
 
 
 def _optimise(net, lik, prior, x, y, optimizer, steps, generator, lr, extra0, options) -> Tensor:
     if optimizer == "fishleg":
         # the MAP loss has the prior's curvature on top of the Fisher: damping = prior precision
-        options = {"damping": prior_precision(prior.log_prob, parameters_to_vector(
-            net.parameters())), **options}
+        options = {
+            "damping": prior_precision(prior.log_prob, parameters_to_vector(net.parameters())),
+            **options,
+        }
         if lr is not None:
             options = {**options, "fish_lr": lr}
-        opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=generator,
-                      **options)
+        opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=generator, **options)
         extra = opt.extra
         if extra is not None:
             with torch.no_grad():

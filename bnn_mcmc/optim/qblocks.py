@@ -214,8 +214,10 @@ class KroneckerQ(QBlock):
         """Set :math:`Q = LL^\\top \\otimes RR^\\top` (:math:`L_0 = L`, :math:`R_0 = R`, the
         rest at the identity / ones), e.g. a K-FAC inverse (:mod:`bnn_mcmc.optim.kfac_start`)."""
         if L.shape != self.L.shape or R.shape != self.R.shape:
-            raise ValueError(f"L, R: expected shapes {tuple(self.L.shape)} and "
-                             f"{tuple(self.R.shape)}, got {tuple(L.shape)} and {tuple(R.shape)}.")
+            raise ValueError(
+                f"L, R: expected shapes {tuple(self.L.shape)} and "
+                f"{tuple(self.R.shape)}, got {tuple(L.shape)} and {tuple(R.shape)}."
+            )
         self._restart()
         self.L0.copy_(L)
         self.R0.copy_(R)
@@ -270,8 +272,9 @@ class DiagonalQ(QBlock):
 
     @torch.no_grad()
     def set_diagonal(self, diag):
-        for k, (d, x) in enumerate(zip(self.d, _as_tuple(diag, len(self.params), "diag"),
-                                       strict=True)):
+        for k, (d, x) in enumerate(
+            zip(self.d, _as_tuple(diag, len(self.params), "diag"), strict=True)
+        ):
             d.fill_(1.0)
             getattr(self, f"d0_{k}").copy_(x.sqrt())
 
@@ -281,8 +284,10 @@ class DiagonalQ(QBlock):
     @torch.no_grad()
     def factor(self, index):
         index = _as_tuple(index, len(self.params), "index")
-        return DiagonalFactor(torch.cat([i.reshape(-1) for i in index]),
-                              torch.cat([d.reshape(-1) ** 2 for d in self.scales()]))
+        return DiagonalFactor(
+            torch.cat([i.reshape(-1) for i in index]),
+            torch.cat([d.reshape(-1) ** 2 for d in self.scales()]),
+        )
 
 
 def make_qblock(module: nn.Module, full: bool, scale: float) -> QBlock | None:
