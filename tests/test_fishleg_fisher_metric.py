@@ -16,12 +16,14 @@ pytestmark = pytest.mark.usefixtures("float64_default")
 
 def _problem():
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 3, generator=g) @ torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 0.3],
-                                                         [0.0, 0.0, 0.2]])
+    X = torch.randn(60, 3, generator=g) @ torch.tensor(
+        [[2.0, 1.0, 0.0], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]]
+    )
     y = X @ torch.tensor([[1.0], [-1.0], [0.5]]) + 0.5 * torch.randn(60, 1, generator=g)
     tau, std = 4.0, 0.5
-    U = nn_pot_energy(nn.Linear(3, 1), X, y, likelihood=GaussianLikelihood(tau),
-                      prior=GaussianPrior(std))
+    U = nn_pot_energy(
+        nn.Linear(3, 1), X, y, likelihood=GaussianLikelihood(tau), prior=GaussianPrior(std)
+    )
     Xt = torch.cat([X, torch.ones(60, 1)], 1)
     return U, torch.linalg.inv(tau * Xt.T @ Xt + torch.eye(4) / std**2)
 
@@ -56,12 +58,15 @@ def test_fisher_inv_mass_clear_errors():
         NUTS(torch.zeros(4), U, inv_mass="fisherr", seed=0)
 
 
-def test_multichain_passes_fisher_through():
+def test_multichain_passes_fisher_through(caplog):
     from bnn_mcmc.multichain import MultiChainHMC
 
     U, cov = _problem()
-    m = MultiChainHMC(torch.zeros(2, 4), U, chain_type="nuts", seed=0, inv_mass="fisher")
+    with caplog.at_level(logging.WARNING):
+        m = MultiChainHMC(torch.zeros(2, 4), U, chain_type="nuts", seed=0, inv_mass="fisher")
+    assert caplog.text.count("inv_mass='fisher': fitted") >= 1
     for chain in m.chains:
         assert isinstance(chain.metric, KroneckerMetric)
-        assert float(torch.linalg.norm(chain.metric.to_dense() - cov)
-                     / torch.linalg.norm(cov)) < 0.2
+        assert (
+            float(torch.linalg.norm(chain.metric.to_dense() - cov) / torch.linalg.norm(cov)) < 0.2
+        )

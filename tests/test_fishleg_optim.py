@@ -1,6 +1,9 @@
 """FishLeg: Q learns the inverse damped Fisher; it beats SGD and Adam when ill-conditioned."""
 
 import statistics
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -32,17 +35,29 @@ def test_q_converges_to_inverse_damped_fisher(aux_loss):
     X, y = _regression(spread=0.5)
     damping, tau = 10.0, 1.0
     net = nn.Linear(4, 1)
-    opt = FishLeg(net, None, None, [(X, y)], likelihood=GaussianLikelihood(tau),
-                  generator=torch.Generator().manual_seed(1), damping=damping, full=False,
-                  aux_lr=1e-2, scale=1 / damping, update_aux_every=0, aux_loss=aux_loss,
-                  warm_start="identity")
+    opt = FishLeg(
+        net,
+        None,
+        None,
+        [(X, y)],
+        likelihood=GaussianLikelihood(tau),
+        generator=torch.Generator().manual_seed(1),
+        damping=damping,
+        full=False,
+        aux_lr=1e-2,
+        scale=1 / damping,
+        update_aux_every=0,
+        aux_loss=aux_loss,
+        warm_start="identity",
+    )
     Xt = torch.cat([X, torch.ones(len(X), 1)], 1)
     q_star = torch.linalg.inv(tau * Xt.T @ Xt + damping * torch.eye(5))
     gu = torch.Generator().manual_seed(2)
 
     def err():
-        return float(torch.linalg.norm(opt.as_metric().to_dense() - q_star)
-                     / torch.linalg.norm(q_star))
+        return float(
+            torch.linalg.norm(opt.as_metric().to_dense() - q_star) / torch.linalg.norm(q_star)
+        )
 
     start = err()
     for _ in range(2500):
@@ -51,19 +66,30 @@ def test_q_converges_to_inverse_damped_fisher(aux_loss):
     assert err() < 0.1
 
 
-def _ill_conditioned(seed):
+class Problem(NamedTuple):
+    """Inputs, targets, a fresh network, ``nll(model, (x, y))`` (mean over the batch) and
+    ``draw(model, x) -> (x, y_tilde)`` from the model."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    net: nn.Module
+    nll: Callable
+    draw: Callable
+
+
+class Run(NamedTuple):
+    """Full-data loss after each step, and the optimiser's cumulative wall time."""
+
+    losses: list[float]
+    times: list[float]
+
+
+def ill_conditioned_regression(seed: int) -> Problem:
     """The issue's problem: 20 features with scales log-spaced 1e-2..10, 512 points."""
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(512, 20, generator=g) * torch.logspace(-2, 1, 20)
     y = X @ torch.randn(20, 1, generator=g) + 0.1 * torch.randn(512, 1, generator=g)
-    return X, y, g
-
-
-def _train(make_opt, seed, steps=300, batch=128):
-    """Minibatches of 128 for ``steps`` steps; the final full-data loss 0.5 * mean sq. err."""
-    X, y, g = _ill_conditioned(seed)
     torch.manual_seed(seed)
-    net = nn.Linear(20, 1)
 
     def nll(m, b):
         return 0.5 * ((m(b[0]) - b[1]) ** 2).mean()
@@ -72,33 +98,110 @@ def _train(make_opt, seed, steps=300, batch=128):
         f = m(x)
         return x, f + torch.randn(f.shape, generator=g)
 
+    return Problem(X, y, nn.Linear(20, 1), nll, draw)
+
+
+def correlated_logistic(seed: int) -> Problem:
+    """20 standard-normal features with AR(1) correlation 0.95 (condition number of the
+    covariance about 1500), 512 points, labels from a logistic model with N(0, 1)
+    weights."""
+    g = torch.Generator().manual_seed(seed)
+    lag = torch.arange(20.0)
+    chol = torch.linalg.cholesky(0.95 ** (lag[:, None] - lag[None, :]).abs())
+    X = torch.randn(512, 20, generator=g) @ chol.T
+    y = torch.bernoulli(torch.sigmoid(X @ torch.randn(20, 1, generator=g)), generator=g)
+    torch.manual_seed(seed)
+
+    def nll(m, b):
+        return nn.functional.binary_cross_entropy_with_logits(m(b[0]), b[1])
+
+    def draw(m, x):
+        with torch.no_grad():
+            return x, torch.bernoulli(torch.sigmoid(m(x)), generator=g)
+
+    return Problem(X, y, nn.Linear(20, 1), nll, draw)
+
+
+def train(
+    problem: Callable[[int], Problem], make_opt, seed: int, steps: int = 300, batch: int = 128
+) -> Run:
+    """Minibatches of ``batch`` for ``steps`` steps, ``make_opt(net, nll, draw, aux)`` with
+    four auxiliary batches; the full-data loss after every step (not timed)."""
+    X, y, net, nll, draw = problem(seed)
+
     def batches(gen):
         while True:
             perm = torch.randperm(len(X), generator=gen)
-            for i in range(0, len(X), batch):
-                yield X[perm[i:i + batch]], y[perm[i:i + batch]]
+            for i in range(0, len(X) - batch + 1, batch):
+                yield X[perm[i : i + batch]], y[perm[i : i + batch]]
 
     aux = [b for _, b in zip(range(4), batches(torch.Generator().manual_seed(seed + 7)))]
-    opt = make_opt(net, nll, draw, aux)
     data = batches(torch.Generator().manual_seed(seed + 100))
+    losses, times, clock = [], [], time.perf_counter()
+    opt = make_opt(net, nll, draw, aux)
+    elapsed = time.perf_counter() - clock
     for _ in range(steps):
+        clock = time.perf_counter()
         opt.zero_grad()
         nll(net, next(data)).backward()
         opt.step()
-    with torch.no_grad():
-        return float(nll(net, (X, y)))
+        elapsed += time.perf_counter() - clock
+        times.append(elapsed)
+        with torch.no_grad():
+            losses.append(float(nll(net, (X, y))))
+    return Run(losses, times)
+
+
+def _fishleg(net, nll, draw, aux):
+    return FishLeg(net, draw, nll, aux)
+
+
+def _medians(problem, seeds):
+    """Median final loss of default FishLeg, and of Adam at the better of 1e-3 / 1e-2."""
+    fish = statistics.median(train(problem, _fishleg, s).losses[-1] for s in seeds)
+    adam = min(
+        statistics.median(
+            train(problem, lambda n, *_, lr=lr: torch.optim.Adam(n.parameters(), lr=lr), s).losses[
+                -1
+            ]
+            for s in seeds
+        )
+        for lr in (1e-3, 1e-2)
+    )
+    return fish, adam
 
 
 def test_default_fishleg_beats_adam_at_its_better_lr_on_ill_conditioned_regression():
     """No tuning: FishLeg(model, draw, nll, aux_loader) with its defaults against Adam at
-    the better of lr 1e-3 / 1e-2, five seeds, 300 steps.  The median FishLeg final loss
-    must be below half of Adam's median (measured: about 0.2x; the noise floor is 0.005)."""
+    the better of lr 1e-3 / 1e-2, five seeds, 300 steps of 128.  The median FishLeg final
+    loss must be below half of Adam's median (measured: 0.0069 against 0.026; the noise
+    floor is 0.005)."""
+    fish, adam = _medians(ill_conditioned_regression, range(5))
+    assert fish < 0.5 * adam, (fish, adam)
+
+
+def test_default_fishleg_beats_adam_at_its_better_lr_on_correlated_logistic_regression():
+    """As above on the AR(1)-correlated logistic regression.  Measured medians: FishLeg
+    0.2721, Adam (lr 1e-2) 0.309, the optimum about 0.25; FishLeg must close at least
+    half of Adam's gap to the full-batch optimum (L-BFGS, per seed)."""
     seeds = range(5)
-    fish = [_train(lambda n, nll, draw, aux: FishLeg(n, draw, nll, aux), s) for s in seeds]
-    adam = min(statistics.median(_train(lambda n, *_, lr=lr: torch.optim.Adam(n.parameters(),
-                                                                              lr=lr), s)
-                                 for s in seeds) for lr in (1e-3, 1e-2))
-    assert statistics.median(fish) < 0.5 * adam
+    fish, adam = _medians(correlated_logistic, seeds)
+    best = []
+    for s in seeds:
+        X, y, net, nll, _ = correlated_logistic(s)
+        opt = torch.optim.LBFGS(net.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure(net=net, opt=opt, nll=nll, X=X, y=y):
+            opt.zero_grad()
+            loss = nll(net, (X, y))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            best.append(float(nll(net, (X, y))))
+    floor = statistics.median(best)
+    assert fish - floor < 0.5 * (adam - floor), (fish, adam, floor)
 
 
 def test_layer_selection_and_plain_step_for_the_rest():
@@ -135,8 +238,15 @@ def test_user_draw_and_nll_callables():
     g = torch.Generator().manual_seed(0)
     lik = GaussianLikelihood(1.0)
     net = nn.Linear(2, 1)
-    opt = FishLeg(net, lambda m, x: (x, lik.draw(m(x), g)), lambda m, b: lik.nll(m(b[0]), b[1]),
-                  [(X, y)], update_aux_every=1, warmup=1, warmup_data=[(X, y)])
+    opt = FishLeg(
+        net,
+        lambda m, x: (x, lik.draw(m(x), g)),
+        lambda m, b: lik.nll(m(b[0]), b[1]),
+        [(X, y)],
+        update_aux_every=1,
+        warmup=1,
+        warmup_data=[(X, y)],
+    )
     start = float(lik.nll(net(X), y).detach())
     for _ in range(50):
         opt.zero_grad()
@@ -152,12 +262,29 @@ def test_find_map_learned_noise():
     lik = LearnedNoiseGaussianLikelihood(0.0, 3.0)
     net = nn.Linear(2, 1)
     for optimizer in ("fishleg", "adam"):
-        w = find_map(net, lik, GaussianPrior(10.0), (X, y), optimizer=optimizer, steps=400,
-                     num_chains=2, init="random", generator=torch.Generator().manual_seed(0),
-                     lr=0.05 if optimizer == "adam" else None)
+        w = find_map(
+            net,
+            lik,
+            GaussianPrior(10.0),
+            (X, y),
+            optimizer=optimizer,
+            steps=400,
+            num_chains=2,
+            init="random",
+            generator=torch.Generator().manual_seed(0),
+            lr=0.05 if optimizer == "adam" else None,
+        )
         assert w.shape == (2, 4)
         assert abs(float(w[0, -1]) - torch.log(torch.tensor(0.1))) < 0.2, optimizer
         torch.testing.assert_close(w[0], w[1], atol=0.05, rtol=0)
-    w = find_map(net, lik, GaussianPrior(10.0), (X, y), optimizer="adam", steps=2,
-                 init="prior", generator=torch.Generator().manual_seed(0))
+    w = find_map(
+        net,
+        lik,
+        GaussianPrior(10.0),
+        (X, y),
+        optimizer="adam",
+        steps=2,
+        init="prior",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert w.shape == (1, 4) and torch.isfinite(w).all()

@@ -26,9 +26,19 @@ def fishleg_z(seed: int = 0) -> float:
         cov = torch.linalg.inv(P)
         mean = cov @ (tau * Xt.T @ y).squeeze(-1)
         net = nn.Linear(2, 1)
-        opt = FishLeg(net, None, None, [(X, y)], likelihood=GaussianLikelihood(tau),
-                      generator=torch.Generator().manual_seed(1), damping=1.0, full=False,
-                      aux_lr=1e-2, update_aux_every=0, scale=0.1)
+        opt = FishLeg(
+            net,
+            None,
+            None,
+            [(X, y)],
+            likelihood=GaussianLikelihood(tau),
+            generator=torch.Generator().manual_seed(1),
+            damping=1.0,
+            full=False,
+            aux_lr=1e-2,
+            update_aux_every=0,
+            scale=0.1,
+        )
         gu = torch.Generator().manual_seed(2)
         for _ in range(300):
             opt.update_aux(torch.randn(3, generator=gu))
@@ -47,8 +57,9 @@ def fishleg_z(seed: int = 0) -> float:
         for j in range(3):
             x = draws[:, j]
             xc = x - x.mean()
-            acf = [float((xc[: n - k] * xc[k:]).mean() / xc.var(unbiased=False))
-                   for k in range(1, 50)]
+            acf = [
+                float((xc[: n - k] * xc[k:]).mean() / xc.var(unbiased=False)) for k in range(1, 50)
+            ]
             tau_int = 1 + 2 * sum(a for a in acf if a > 0.05)
             ess = n / tau_int
             se_mean = math.sqrt(float(cov[j, j]) / ess)

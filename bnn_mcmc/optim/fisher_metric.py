@@ -50,8 +50,12 @@ def prior_precision(log_prior: Callable[[Tensor], Tensor], w: Tensor) -> float:
     return prec if prec > 0 else 1.0
 
 
-def fit_fisher_metric(pot_energy_func: Callable[[Tensor], Tensor], initial_position: Tensor,
-                      num_aux_updates: int = NUM_AUX_UPDATES, seed: int = 0) -> KroneckerMetric:
+def fit_fisher_metric(
+    pot_energy_func: Callable[[Tensor], Tensor],
+    initial_position: Tensor,
+    num_aux_updates: int = NUM_AUX_UPDATES,
+    seed: int = 0,
+) -> KroneckerMetric:
     """Fit the FishLeg Kronecker metric at ``initial_position`` (see the module docstring).
 
     Raises
@@ -65,40 +69,60 @@ def fit_fisher_metric(pot_energy_func: Callable[[Tensor], Tensor], initial_posit
         raise ValueError(
             "inv_mass='fisher' needs a potential built by bnn_mcmc.bnn.nn_pot_energy (which "
             "knows the network, likelihood and data); for a plain function pass a float, a "
-            "tensor, or a trained FishLeg optimiser / its as_metric() as inv_mass.")
+            "tensor, or a trained FishLeg optimiser / its as_metric() as inv_mass."
+        )
     if not isinstance(spec.net, nn.Module):
-        raise ValueError("inv_mass='fisher': the potential's network must be an nn.Module "
-                         f"(got {type(spec.net).__name__}).")
+        raise ValueError(
+            "inv_mass='fisher': the potential's network must be an nn.Module "
+            f"(got {type(spec.net).__name__})."
+        )
     if spec.data_scale != 1.0:
-        raise ValueError("inv_mass='fisher': only for full-data potentials at temperature 1 "
-                         "(no dataset_size= / temperature=); pass a fitted metric instead.")
+        raise ValueError(
+            "inv_mass='fisher': only for full-data potentials at temperature 1 "
+            "(no dataset_size= / temperature=); pass a fitted metric instead."
+        )
     net = copy.deepcopy(spec.net)
     lik = spec.likelihood
     w0 = initial_position.detach()
     num_net = sum(p.numel() for p in net.parameters())
     if w0.shape != (num_net + lik.num_extra_params,):
-        raise ValueError(f"initial_position: expected shape ({num_net + lik.num_extra_params},), "
-                         f"got {tuple(w0.shape)}.")
+        raise ValueError(
+            f"initial_position: expected shape ({num_net + lik.num_extra_params},), "
+            f"got {tuple(w0.shape)}."
+        )
     vector_to_parameters(w0[:num_net].to(next(net.parameters())), net.parameters())
     damping = prior_precision(spec.log_prior, w0[:num_net])
     data = [(spec.inputs, spec.targets)]
-    opt = FishLeg(net, None, None, data, likelihood=lik, damping=damping,
-                  update_aux_every=0, aux_lr=1e-2,
-                  generator=torch.Generator(device=w0.device).manual_seed(seed))
+    opt = FishLeg(
+        net,
+        None,
+        None,
+        data,
+        likelihood=lik,
+        damping=damping,
+        update_aux_every=0,
+        aux_lr=1e-2,
+        generator=torch.Generator(device=w0.device).manual_seed(seed),
+    )
     if opt.extra is not None:
         with torch.no_grad():
             opt.extra.copy_(w0[num_net:])
     gen = torch.Generator().manual_seed(seed + 1)
     for _ in range(num_aux_updates):
         opt.update_aux(torch.randn(w0.shape, generator=gen).to(w0))
-    logger.warning("inv_mass='fisher': fitted a Kronecker-factored metric (FishLeg, damping = "
-                   "prior precision %.3g, %d auxiliary updates) at the initial position; it "
-                   "stays fixed while sampling.", damping, num_aux_updates)
+    logger.warning(
+        "inv_mass='fisher': fitted a Kronecker-factored metric (FishLeg, damping = "
+        "prior precision %.3g, %d auxiliary updates) at the initial position; it "
+        "stays fixed while sampling.",
+        damping,
+        num_aux_updates,
+    )
     return opt.as_metric()
 
 
-def resolve_inv_mass(inv_mass, pot_energy_func: Callable[[Tensor], Tensor],
-                     initial_position: Tensor):
+def resolve_inv_mass(
+    inv_mass, pot_energy_func: Callable[[Tensor], Tensor], initial_position: Tensor
+):
     """``inv_mass`` unchanged, or the fitted metric for ``inv_mass='fisher'``.
 
     Raises

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from .fisher_metric import prior_precision
 from .fishleg import FishLeg
 
 
@@ -74,9 +75,9 @@ def find_map(
     data : (inputs, targets)
         The full data set (one batch).
     optimizer : {'fishleg', 'adam'}
-        FishLeg (defaults here: one auxiliary update per step with ``aux_lr=1e-2``,
-        damping 1, and :math:`Q` initialised by :meth:`FishLeg.warmup_aux` from the
-        squared gradient at the start) or Adam.
+        FishLeg with its own defaults (K-FAC warm start of :math:`Q`, one auxiliary
+        update per step) except the damping, the prior precision (the curvature the prior
+        adds to the Fisher in the MAP loss), or Adam.
     steps : int
         Optimisation steps per chain.
     num_chains : int
@@ -87,7 +88,7 @@ def find_map(
     generator : torch.Generator
         Random source for initialisations and FishLeg's model-drawn targets.
     lr : float, optional
-        Learning rate (default: 0.05 for FishLeg, 0.01 for Adam).
+        Learning rate (default: FishLeg's ``fish_lr`` (0.3), 0.01 for Adam).
     **optimizer_options
         Further keyword arguments of :class:`FishLeg` or :class:`torch.optim.Adam`.
 
@@ -107,16 +108,21 @@ def find_map(
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}.")
     if not isinstance(generator, torch.Generator):
-        raise TypeError("generator: pass a torch.Generator (e.g. torch.Generator()."
-                        "manual_seed(0)).")
+        raise TypeError(
+            "generator: pass a torch.Generator (e.g. torch.Generator().manual_seed(0))."
+        )
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError("data must be a pair (inputs, targets).")
     if not hasattr(nll, "nll") or not hasattr(nll, "draw"):
-        raise TypeError("nll must be a likelihood object (with nll and draw methods), e.g. "
-                        "bnn_mcmc.bnn.likelihoods.GaussianLikelihood.")
+        raise TypeError(
+            "nll must be a likelihood object (with nll and draw methods), e.g. "
+            "bnn_mcmc.bnn.likelihoods.GaussianLikelihood."
+        )
     if not hasattr(prior, "log_prob"):
-        raise TypeError("prior must be a prior object with log_prob (and sample for "
-                        "init='prior'), e.g. bnn_mcmc.bnn.priors.GaussianPrior.")
+        raise TypeError(
+            "prior must be a prior object with log_prob (and sample for "
+            "init='prior'), e.g. bnn_mcmc.bnn.priors.GaussianPrior."
+        )
     x, y = data
     work = copy.deepcopy(net)
     ref = next(work.parameters())
@@ -130,22 +136,38 @@ def find_map(
             w0 = prior.sample(generator, dim=num_net, dtype=ref.dtype)
             extra0 = nll.sample_extra(generator, dtype=ref.dtype).reshape(-1)
         vector_to_parameters(w0.to(ref.device), work.parameters())
-        starts.append(_optimise(work, nll, prior, x, y, optimizer, steps, generator, lr,
-                                extra0.to(ref.device), optimizer_options))
+        starts.append(
+            _optimise(
+                work,
+                nll,
+                prior,
+                x,
+                y,
+                optimizer,
+                steps,
+                generator,
+                lr,
+                extra0.to(ref.device),
+                optimizer_options,
+            )
+        )
     return torch.stack(starts)
 
 
 def _optimise(net, lik, prior, x, y, optimizer, steps, generator, lr, extra0, options) -> Tensor:
     if optimizer == "fishleg":
-        opts = {"damping": 1.0, "update_aux_every": -1, "aux_lr": 1e-2, **options}
-        opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=generator,
-                      fish_lr=0.05 if lr is None else lr, **opts)
+        # the MAP loss has the prior's curvature on top of the Fisher: damping = prior precision
+        options = {
+            "damping": prior_precision(prior.log_prob, parameters_to_vector(net.parameters())),
+            **options,
+        }
+        if lr is not None:
+            options = {**options, "fish_lr": lr}
+        opt = FishLeg(net, None, None, [(x, y)], likelihood=lik, generator=generator, **options)
         extra = opt.extra
         if extra is not None:
             with torch.no_grad():
                 extra.copy_(extra0)
-        if "warmup" not in options:
-            opt.warmup_aux([(x, y)])
     else:
         extra = nn.Parameter(extra0.clone()) if extra0.numel() else None
         params = list(net.parameters()) + ([extra] if extra is not None else [])

@@ -80,6 +80,16 @@ class QBlock(nn.Module):
         """Set :math:`Q` to a diagonal matrix (as close as the structure allows)."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def rescale(self, factor: float) -> None:
+        """Multiply :math:`Q` by ``factor > 0``."""
+        for q in self._scaled():
+            q.mul_(float(factor) ** 0.5)
+
+    def _scaled(self) -> list[Tensor]:
+        """The auxiliary parameters :math:`Q` is quadratic in (one per factor)."""
+        raise NotImplementedError
+
     def factor(self, index: Sequence[Tensor]) -> KroneckerFactor | DiagonalFactor:
         """A detached copy of this block for a metric; ``index`` gives each parameter's
         positions in the flat weight vector (shaped like the parameter)."""
@@ -112,10 +122,32 @@ class KroneckerQ(QBlock):
         kw = {"dtype": weight.dtype, "device": weight.device}
         self.L = nn.Parameter(torch.empty(m, m, **kw))
         self.R = nn.Parameter(torch.empty(n, n, **kw))
+        # fixed starting factors: the learned L, R, A act in the coordinates they whiten
+        self.register_buffer("L0", torch.empty(m, m, **kw))
+        self.register_buffer("R0", torch.empty(n, n, **kw))
         if self.full:
             self.A = nn.Parameter(torch.empty(m, n, **kw))
             self.D = nn.Parameter(torch.empty(m, n, **kw))
+            self.register_buffer("A0", torch.empty(m, n, **kw))
+            self.register_buffer("D0", torch.empty(m, n, **kw))
         self.reset(scale)
+
+    def factors(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        r"""The effective :math:`(L, R, A, D)` of the module docstring (``A, D`` are
+        ``None`` without ``full``).
+
+        They are :math:`L = L_0 L'`, :math:`R = R_0 R'`, :math:`A = A_0 \odot A'`,
+        :math:`D = D_0 \\odot D'` with fixed starting factors :math:`L_0, R_0, A_0, D_0` (the
+        warm start)
+        and learned :math:`L', R', A', D'` (attributes ``L, R, A, D``, starting at the
+        identity / ones).  So Adam's steps on the auxiliary parameters are relative to
+        the start: an absolute step of ``aux_lr`` on a factor entry of size
+        :math:`10^{-2}` would otherwise change :math:`Q` a hundredfold.
+        """
+        L, R = self.L0 @ self.L, self.R0 @ self.R
+        if self.full:
+            return L, R, self.A0 * self.A, self.D0 * self.D
+        return L, R, None, None
 
     def _to_matrix(self, v: Sequence[Tensor]) -> Tensor:
         v = _as_tuple(v, len(self.params), "v")
@@ -129,46 +161,74 @@ class KroneckerQ(QBlock):
 
     def Qv(self, v):  # noqa: N802
         V = self._to_matrix(v)
+        L, R, A, D = self.factors()
         if self.full:
-            inner = self.D**2 * (self.L.mT @ (self.A * V) @ self.R)
-            return self._from_matrix(self.A * (self.L @ inner @ self.R.mT))
-        return self._from_matrix(self.L @ (self.L.mT @ V @ self.R) @ self.R.mT)
+            inner = D**2 * (L.mT @ (A * V) @ R)
+            return self._from_matrix(A * (L @ inner @ R.mT))
+        return self._from_matrix(L @ (L.mT @ V @ R) @ R.mT)
 
     def diagQ(self):  # noqa: N802
+        L, R, A, D = self.factors()
         if self.full:
-            return self._from_matrix(self.A**2 * (self.L**2 @ self.D**2 @ (self.R**2).mT))
-        return self._from_matrix(torch.outer((self.L**2).sum(1), (self.R**2).sum(1)))
+            return self._from_matrix(A**2 * (L**2 @ D**2 @ (R**2).mT))
+        return self._from_matrix(torch.outer((L**2).sum(1), (R**2).sum(1)))
 
     @torch.no_grad()
-    def reset(self, scale):
-        self.L.copy_(torch.eye(self.shape[0]) * float(scale) ** 0.5)
+    def _restart(self) -> None:
+        """Learned factors back to the identity / ones."""
+        self.L.copy_(torch.eye(self.shape[0]))
         self.R.copy_(torch.eye(self.shape[1]))
         if self.full:
             self.A.fill_(1.0)
             self.D.fill_(1.0)
+            self.A0.fill_(1.0)
+            self.D0.fill_(1.0)
+
+    @torch.no_grad()
+    def reset(self, scale):
+        self._restart()
+        self.L0.copy_(torch.eye(self.shape[0]) * float(scale) ** 0.5)
+        self.R0.copy_(torch.eye(self.shape[1]))
 
     @torch.no_grad()
     def set_diagonal(self, diag):
-        """Exact with ``full`` (:math:`A^2 = \\text{diag}`, :math:`L=R=I`); otherwise the
-        best rank-one fit :math:`a b^\\top` of the diagonal (Perron vectors of its SVD)
-        gives :math:`L = \\operatorname{diag}(\\sqrt a)` and
-        :math:`R = \\operatorname{diag}(\\sqrt b)`.
+        r"""Exact with ``full`` (:math:`A_0^2 = \text{diag}`, :math:`L_0=R_0=I`); otherwise
+        the best rank-one fit :math:`a b^\top` of the diagonal (Perron vectors of its SVD)
+        gives :math:`L_0 = \operatorname{diag}(\sqrt a)` and
+        :math:`R_0 = \operatorname{diag}(\sqrt b)`.
         """
         target = self._to_matrix(diag)
         self.reset(1.0)
         if self.full:
-            self.A.copy_(target.sqrt())
+            self.A0.copy_(target.sqrt())
             return
         u, s, vh = torch.linalg.svd(target, full_matrices=False)
-        self.L.copy_(torch.diag((u[:, 0].abs() * s[0]).sqrt()))
-        self.R.copy_(torch.diag(vh[0].abs().sqrt()))
+        self.L0.copy_(torch.diag((u[:, 0].abs() * s[0]).sqrt()))
+        self.R0.copy_(torch.diag(vh[0].abs().sqrt()))
 
+    def _scaled(self):
+        return [self.L0]
+
+    @torch.no_grad()
+    def set_kronecker(self, L: Tensor, R: Tensor) -> None:  # noqa: N803 (the maths' names)
+        """Set :math:`Q = LL^\\top \\otimes RR^\\top` (:math:`L_0 = L`, :math:`R_0 = R`, the
+        rest at the identity / ones), e.g. a K-FAC inverse (:mod:`bnn_mcmc.optim.kfac_start`)."""
+        if L.shape != self.L.shape or R.shape != self.R.shape:
+            raise ValueError(
+                f"L, R: expected shapes {tuple(self.L.shape)} and "
+                f"{tuple(self.R.shape)}, got {tuple(L.shape)} and {tuple(R.shape)}."
+            )
+        self._restart()
+        self.L0.copy_(L)
+        self.R0.copy_(R)
+
+    @torch.no_grad()
     def factor(self, index):
         idx = self._to_matrix(index)
+        L, R, A, D = self.factors()
         if self.full:
-            return KroneckerFactor(idx, self.L.detach(), self.R.detach(),
-                                   self.A.detach(), self.D.detach())
-        return KroneckerFactor(idx, self.L.detach(), self.R.detach())
+            return KroneckerFactor(idx, L, R, A, D)
+        return KroneckerFactor(idx, L, R)
 
 
 class DiagonalQ(QBlock):
@@ -189,29 +249,45 @@ class DiagonalQ(QBlock):
         if not self.params:
             raise ValueError("params: a diagonal block needs at least one parameter.")
         self.d = nn.ParameterList([nn.Parameter(torch.empty_like(p)) for p in self.params])
+        for k, p in enumerate(self.params):  # fixed start d0; learned d relative to it
+            self.register_buffer(f"d0_{k}", torch.empty_like(p))
         self.reset(scale)
+
+    def scales(self) -> tuple[Tensor, ...]:
+        """The effective :math:`d = d_0 \\odot d'` (fixed start times learned factor)."""
+        return tuple(getattr(self, f"d0_{k}") * d for k, d in enumerate(self.d))
 
     def Qv(self, v):  # noqa: N802
         v = _as_tuple(v, len(self.params), "v")
-        return tuple(d**2 * x for d, x in zip(self.d, v, strict=True))
+        return tuple(d**2 * x for d, x in zip(self.scales(), v, strict=True))
 
     def diagQ(self):  # noqa: N802
-        return tuple(d**2 for d in self.d)
+        return tuple(d**2 for d in self.scales())
 
     @torch.no_grad()
     def reset(self, scale):
-        for d in self.d:
-            d.fill_(float(scale) ** 0.5)
+        for k, d in enumerate(self.d):
+            d.fill_(1.0)
+            getattr(self, f"d0_{k}").fill_(float(scale) ** 0.5)
 
     @torch.no_grad()
     def set_diagonal(self, diag):
-        for d, x in zip(self.d, _as_tuple(diag, len(self.params), "diag"), strict=True):
-            d.copy_(x.sqrt())
+        for k, (d, x) in enumerate(
+            zip(self.d, _as_tuple(diag, len(self.params), "diag"), strict=True)
+        ):
+            d.fill_(1.0)
+            getattr(self, f"d0_{k}").copy_(x.sqrt())
 
+    def _scaled(self):
+        return [getattr(self, f"d0_{k}") for k in range(len(self.params))]
+
+    @torch.no_grad()
     def factor(self, index):
         index = _as_tuple(index, len(self.params), "index")
-        return DiagonalFactor(torch.cat([i.reshape(-1) for i in index]),
-                              torch.cat([d.detach().reshape(-1) ** 2 for d in self.d]))
+        return DiagonalFactor(
+            torch.cat([i.reshape(-1) for i in index]),
+            torch.cat([d.reshape(-1) ** 2 for d in self.scales()]),
+        )
 
 
 def make_qblock(module: nn.Module, full: bool, scale: float) -> QBlock | None:
