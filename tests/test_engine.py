@@ -198,8 +198,8 @@ def test_one_chain_through_the_batched_nuts_kernel_equals_the_scalar_kernel_bit_
     scalar, batched = _scalar_and_batched_nuts(
         funnelish, funnelish_rows, 5, 150, 11, 1.1, max_tree_depth=6
     )
-    depths = {info["tree_depth"] for _, info in scalar}
-    assert len(depths) >= 3 and any(info["diverging"] for _, info in scalar)
+    depths = {info.tree_depth for _, info in scalar}
+    assert len(depths) >= 3 and any(info.diverging for _, info in scalar)
     for (w1, i1), (w2, i2) in zip(scalar, batched):
         assert torch.equal(w1, w2)
         assert i1 == i2
@@ -310,7 +310,7 @@ def test_one_chain_through_the_batched_hmc_kernel_equals_the_scalar_kernel_bit_f
         state, info = hmc_step(state, g1, single, metric, 1.3, 7)
         bstate, (binfo,) = batched_hmc_step(bstate, [g2], [metric], batched, [1.3], 7)
         assert torch.equal(state.position, bstate.position[0]) and info == binfo
-        accepted += info["accepted"]
+        accepted += info.accepted
     assert 20 < accepted < 190  # both branches exercised
 
 

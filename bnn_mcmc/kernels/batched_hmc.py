@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -27,15 +26,10 @@ from torch import Tensor
 from .hmc import accept_log_prob, uniform
 from .metrics import DenseMetric, DiagMetric, Metric, ScalarMetric
 from .potential import NUMERICAL_ERRORS
+from .records import ChainState, HMCInfo
 
-
-@dataclass
-class BatchedState:
-    """Positions ``(C, dim)``, potentials ``(C,)`` (float64, ``inf`` on failure), gradients."""
-
-    position: Tensor
-    potential: Tensor
-    grad: Tensor
+#: The chain-axis state under its earlier name (see :class:`~bnn_mcmc.kernels.records.ChainState`).
+BatchedState = ChainState
 
 
 def vmap_potential(func: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -238,7 +232,7 @@ def batched_hmc_step(
     step_sizes: Sequence[float],
     num_steps: int,
     max_delta_energy: float = 1000.0,
-) -> tuple[BatchedState, list[dict]]:
+) -> tuple[BatchedState, list[HMCInfo]]:
     """One HMC transition of every chain; returns the new states and per-chain statistics.
 
     The statistics are those of :func:`bnn_mcmc.kernels.hmc.hmc_step`.
@@ -262,14 +256,14 @@ def batched_hmc_step(
         accepted = math.log(uniform(generator)) < log_accept
         accepted_mask.append(accepted)
         infos.append(
-            {
-                "acceptance_rate": math.exp(log_accept),
-                "accepted": accepted,
-                "diverging": diverging,
-                "energy": u1[c] + k1[c] if accepted else u0[c] + k0[c],
-                "energy_error": d if math.isfinite(d) else math.inf,
-                "n_steps": evals[c],
-            }
+            HMCInfo(
+                acceptance_rate=math.exp(log_accept),
+                accepted=accepted,
+                diverging=diverging,
+                energy=u1[c] + k1[c] if accepted else u0[c] + k0[c],
+                energy_error=d if math.isfinite(d) else math.inf,
+                n_steps=evals[c],
+            )
         )
     mask = torch.tensor(accepted_mask, device=state.position.device)
     new = BatchedState(

@@ -41,6 +41,7 @@ from torch import Tensor
 from .batched_hmc import BatchedPotential, BatchedState, stack_metrics
 from .hmc import uniform
 from .metrics import Metric
+from .records import NUTSInfo
 from .uturn import (
     SUBTREE_COMBINATION,
     TOP_COMBINATION,
@@ -128,7 +129,7 @@ def batched_nuts_step(
     step_sizes: Sequence[float],
     max_tree_depth: int = 10,
     max_delta_energy: float = 1000.0,
-) -> tuple[BatchedState, list[dict]]:
+) -> tuple[BatchedState, list[NUTSInfo]]:
     """One NUTS transition of every chain.
 
     Vectors (positions, momenta, gradients, momentum sums) are ``(C, dim)`` tensors on
@@ -210,15 +211,15 @@ def batched_nuts_step(
     for c in range(num_chains):
         delta = (sample_u[c] - potential0[c]) + (sample_kinetic[c] - kinetic0[c])
         infos.append(
-            {
-                "acceptance_rate": sum_accept[c] / max(num_leaves[c], 1),
-                "diverging": diverging[c],
-                "energy": sample_u[c] + sample_kinetic[c],
-                "energy_error": delta,
-                "n_steps": num_leaves[c],
-                "tree_depth": depth[c],
-                "reached_max_tree_depth": depth[c] >= max_tree_depth,
-            }
+            NUTSInfo(
+                acceptance_rate=sum_accept[c] / max(num_leaves[c], 1),
+                diverging=diverging[c],
+                energy=sample_u[c] + sample_kinetic[c],
+                energy_error=delta,
+                n_steps=num_leaves[c],
+                tree_depth=depth[c],
+                reached_max_tree_depth=depth[c] >= max_tree_depth,
+            )
         )
     return BatchedState(sample.w, sample.u, sample.g), infos
 

@@ -24,6 +24,7 @@ import torch
 from .integrators import IntegratorState, integrate
 from .metrics import Metric
 from .potential import Potential, PotentialValue
+from .records import HMCInfo
 
 
 def uniform(generator: torch.Generator) -> float:
@@ -46,14 +47,14 @@ def hmc_step(
     step_size: float,
     num_steps: int,
     max_delta_energy: float = 1000.0,
-) -> tuple[PotentialValue, dict]:
+) -> tuple[PotentialValue, HMCInfo]:
     """One HMC transition from ``state`` (position with cached ``U`` and ``∇U``).
 
     Returns
     -------
     (state, info)
-        The next state and the transition statistics (``acceptance_rate``,
-        ``accepted``, ``diverging``, ``energy``, ``energy_error``, ``n_steps``).
+        The next state and the transition statistics as a
+        :class:`~bnn_mcmc.kernels.records.HMCInfo`.
     """
     momentum = metric.sample_momentum(generator)
     kinetic0 = float(metric.kinetic_energy(momentum))
@@ -74,12 +75,12 @@ def hmc_step(
     else:
         new = state
         energy = state.potential + kinetic0
-    info = {
-        "acceptance_rate": math.exp(log_accept),
-        "accepted": accepted,
-        "diverging": diverging,
-        "energy": energy,
-        "energy_error": delta if math.isfinite(delta) else math.inf,
-        "n_steps": potential.num_grad_evals - evals0,
-    }
+    info = HMCInfo(
+        acceptance_rate=math.exp(log_accept),
+        accepted=accepted,
+        diverging=diverging,
+        energy=energy,
+        energy_error=delta if math.isfinite(delta) else math.inf,
+        n_steps=potential.num_grad_evals - evals0,
+    )
     return new, info

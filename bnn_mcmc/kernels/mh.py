@@ -25,6 +25,7 @@ import torch
 from .hmc import accept_log_prob, uniform
 from .metrics import Metric
 from .potential import Potential, PotentialValue
+from .records import MHInfo
 
 
 def mh_step(
@@ -33,7 +34,7 @@ def mh_step(
     potential: Potential,
     metric: Metric,
     scale: float,
-) -> tuple[PotentialValue, dict]:
+) -> tuple[PotentialValue, MHInfo]:
     """One random-walk Metropolis transition; returns the next state and its statistics."""
     noise = metric.velocity(metric.sample_momentum(generator))
     proposal = state.position + scale * noise
@@ -43,10 +44,7 @@ def mh_step(
     log_accept = -math.inf if diverging else accept_log_prob(delta)
     accepted = math.log(uniform(generator)) < log_accept
     new = PotentialValue(proposal, value, None) if accepted else state
-    info = {
-        "acceptance_rate": math.exp(log_accept),
-        "accepted": accepted,
-        "diverging": diverging,
-        "n_steps": 1,
-    }
+    info = MHInfo(
+        acceptance_rate=math.exp(log_accept), accepted=accepted, diverging=diverging, n_steps=1
+    )
     return new, info

@@ -45,6 +45,7 @@ from .hmc import uniform
 from .integrators import IntegratorState, integrate
 from .metrics import Metric
 from .potential import Potential, PotentialValue
+from .records import NUTSInfo
 from .uturn import (
     SUBTREE_COMBINATION,
     TOP_COMBINATION,
@@ -192,7 +193,7 @@ def nuts_step(
     step_size: float,
     max_tree_depth: int = 10,
     max_delta_energy: float = 1000.0,
-) -> tuple[PotentialValue, dict]:
+) -> tuple[PotentialValue, NUTSInfo]:
     """One NUTS transition from ``state`` (position with cached ``U`` and ``∇U``).
 
     Returns
@@ -251,13 +252,13 @@ def nuts_step(
     chosen = sample.state
     new = PotentialValue(chosen.position, chosen.potential, chosen.grad)
     delta = (chosen.potential - potential0) + (sample.kinetic - kinetic0)
-    info = {
-        "acceptance_rate": sum_accept / max(num_leaves, 1),
-        "diverging": diverging,
-        "energy": chosen.potential + sample.kinetic,
-        "energy_error": delta,
-        "n_steps": num_leaves,
-        "tree_depth": depth,
-        "reached_max_tree_depth": depth >= max_tree_depth,
-    }
+    info = NUTSInfo(
+        acceptance_rate=sum_accept / max(num_leaves, 1),
+        diverging=diverging,
+        energy=chosen.potential + sample.kinetic,
+        energy_error=delta,
+        n_steps=num_leaves,
+        tree_depth=depth,
+        reached_max_tree_depth=depth >= max_tree_depth,
+    )
     return new, info

@@ -119,7 +119,7 @@ def _lockstep(chains: Sequence[Sampler], potential: BatchedPotential) -> None:
     restarting = []
     for i, (c, info) in enumerate(zip(chains, infos)):
         point = PotentialValue(new.position[i], potentials[i], new.grad[i])
-        if c.complete_transition(point, info, steps[i], info["n_steps"], restart=False):
+        if c.complete_transition(point, info, steps[i], info.n_steps, restart=False):
             restarting.append(c)
     if restarting:  # windows closed: one batched step-size search for those chains
         current = [c.current_step_size for c in restarting]

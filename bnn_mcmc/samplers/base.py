@@ -48,6 +48,7 @@ from ..checks import check_count, check_positive, check_seed
 from ..kernels.hmc import uniform
 from ..kernels.metrics import DenseMetric, DiagMetric, Metric, ScalarMetric, make_metric
 from ..kernels.potential import Potential, PotentialValue
+from ..kernels.records import Info, info_stats
 from ..optim.fisher_metric import resolve_inv_mass
 from ..options import AdaptMass, choices
 from ..runfolder import (
@@ -204,7 +205,7 @@ class Sampler:
         self._writer_step = 0
 
     # ------------------------------------------------------------------ kernel
-    def _kernel(self, step_size: float) -> tuple[PotentialValue, dict]:
+    def _kernel(self, step_size: float) -> tuple[PotentialValue, Info]:
         raise NotImplementedError
 
     # --------------------------------------------------------------- read-outs
@@ -324,14 +325,12 @@ class Sampler:
         state, info = self._kernel(step)
         self.complete_transition(state, info, step)
 
-    def _record(self, info: dict, step: float, store: DrawStore) -> dict:
-        """Complete and store the statistics of a transition that moved to ``self._state``."""
-        info["lp"] = -self._state.potential
-        info["step_size"] = step
-        store.append(self._state.position, info)
+    def _record(self, info: Info, step: float, store: DrawStore) -> None:
+        """Store the statistics of a transition that moved to ``self._state``, with lp and step."""
+        stats = info_stats(info, -self._state.potential, step)
+        store.append(self._state.position, stats)
         if self.writer is not None:
-            self._write_scalars(info)
-        return info
+            self._write_scalars(stats)
 
     def _write_scalars(self, info: dict) -> None:
         tag = self.writer_tag
@@ -390,11 +389,11 @@ class Sampler:
             bar.close()
         self.finish_phase()
 
-    def _count_sampling(self, info: dict) -> None:
+    def _count_sampling(self, info: Info) -> None:
         """Book-keeping after a post-warmup transition."""
         self._num_transitions += 1
-        self._num_accepted += bool(info.get("accepted", False))
-        self._sum_accept_stat += info["acceptance_rate"]
+        self._num_accepted += bool(getattr(info, "accepted", False))
+        self._sum_accept_stat += info.acceptance_rate
         self._pending_sampling -= 1
         self._after_transition()
 
@@ -451,7 +450,7 @@ class Sampler:
     def complete_transition(
         self,
         state: PotentialValue,
-        info: dict,
+        info: Info,
         step_size: float,
         grad_evals: int | None = None,
         restart: bool = True,
@@ -604,14 +603,14 @@ class Sampler:
         step = window_step_size(self._warmup)
         return self.step_size if step is None else step
 
-    def _warmup_update(self, info: dict, restart: bool = True) -> bool:
+    def _warmup_update(self, info: Info, restart: bool = True) -> bool:
         """Adapt step size and mass matrix after one warmup transition.
 
         Returns whether dual averaging must restart after a closed window; with
         ``restart=False`` the caller (the lockstep driver, which searches for all
         chains at once) does it through :meth:`_restart_warmup`.
         """
-        update = window_update(self._warmup, info["acceptance_rate"], self._state.position)
+        update = window_update(self._warmup, info.acceptance_rate, self._state.position)
         self._warmup = update.state
         pending = update.closed and update.state.dual is not None
         if update.closed:
