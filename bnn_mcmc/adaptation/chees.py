@@ -19,9 +19,9 @@ mean :math:`\hat g = \sum_c a_c g_c / \sum_c a_c` over the non-divergent chains
 (a rejected proposal does not move the chain, so it contributes in proportion
 to :math:`a_c`).  :math:`\log T` follows Adam *ascent* on :math:`\hat g`
 (learning rate 0.025, :math:`\beta_1 = 0`, :math:`\beta_2 = 0.95`, the
-defaults used below), is kept between one leapfrog step of the current step size and ``max_steps`` steps
-of the larger of the current step size and the one the dual averaging last restarted
-from, and its
+defaults used below), is kept between one leapfrog step of the current step size
+and ``max_steps`` steps of the larger of the current step size and the one the dual
+averaging last restarted from, and its
 running average :math:`\overline{\log T}_t = t^{-\kappa} \log T_t + (1 -
 t^{-\kappa}) \overline{\log T}_{t-1}` (:math:`\kappa = 0.75`, as the step size's)
 is the length kept after warmup.
