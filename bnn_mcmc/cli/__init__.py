@@ -22,8 +22,8 @@ DEMO_CONFIG = {
     "prior": {"type": "gaussian", "scale": 1.0},
     "sampler": {
         "type": "chees",
-        "warmup": 120,
-        "draws": 160,
+        "warmup": 150,
+        "draws": 250,
         "adapt_mass": "none",
         "trajectory_length": 1.0,
         "learning_rate": 0.05,
