@@ -22,7 +22,7 @@ from ..multichain.chees import ChEESHMC
 from ..multichain.ensemble import LockstepEnsemble, Trace
 from ..multichain.meads import MEADS
 from ..runfolder import atomic_write
-from .problem import Problem
+from .problem import Problem, build_problem
 
 ENSEMBLE_FILE = "ensemble.pt"
 
@@ -116,7 +116,8 @@ def run_lockstep(
             f"sampler.type = {s['type']!r} runs every chain on one device; run.devices names "
             f"{devices}."
         )
-    if devices[0] != "cpu":
+    if devices[0] != "cpu":  # data, network and potential on that device
+        problem = build_problem(cfg, devices[0])
         starts = [w.to(devices[0]) for w in starts]
     t0 = time.perf_counter()
     folder = out / "chains"
