@@ -644,6 +644,9 @@ def main() -> None:
         help="only the race of issue 12 (reg, moons, diabetes; 4 and 16 chains; ours against "
         "NumPyro NUTS and BlackJAX ChEES); writes benchmarks/results/peers_chees.txt",
     )
+    parser.add_argument(
+        "--out", default="peers_chees.txt", help="file name under results/ of the race table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.race:
@@ -653,7 +656,7 @@ def main() -> None:
         problems = "reg,moons,diabetes" if args.problems == "reg,moons,gauss" else args.problems
         text = race(problems.split(","), sizes)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "peers_chees.txt").write_text(text + "\n")
+        (RESULTS / args.out).write_text(text + "\n")
         print()
         print(text)
         return
