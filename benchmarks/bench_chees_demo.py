@@ -5,7 +5,11 @@ chains start at PyTorch's default initialisation like the demo's.  Prints, per
 setting, the wall time (warmup + sampling), lp R-hat, function-space max R-hat and
 min bulk ESS (the demo's report, :func:`bnn_mcmc.diagnostics.report.run_report`).
 
-    PYTHONPATH=. python benchmarks/bench_chees_demo.py [kind,chains,warmup,draws[,mean]] ...
+    PYTHONPATH=. python benchmarks/bench_chees_demo.py [kind,chains,warmup,draws[,k=v...]] ...
+
+``k=v`` options: ``lr`` (Adam's rate on log T), ``T0`` (initial T), ``mass`` (``diag`` or
+``none``), ``mean`` (``harmonic``/``arithmetic``), ``max_steps``, ``seed``.  Without
+arguments it runs the demo's own setting (``chees`` with the ``DEMO_CONFIG`` values).
 """
 
 from __future__ import annotations
@@ -26,25 +30,34 @@ from bnn_mcmc.multichain.chees import ChEESHMC
 from bnn_mcmc.multichain.meads import MEADS
 
 
-def run(
-    kind: str, chains: int, warmup: int, draws: int, mean: str = "harmonic", seed: int = 0
-) -> dict:
+def run(kind: str, chains: int, warmup: int, draws: int, options: dict[str, str]) -> dict:
     raw = {k: dict(v) for k, v in DEMO_CONFIG.items()}
     raw["run"]["output_dir"] = "/tmp/unused"
     cfg = from_dict(raw, Path.cwd())
     problem = build_problem(cfg)
+    seed = int(options.get("seed", 0))
     starts = torch.stack(initial_positions(problem, seed, chains))
     t0 = time.perf_counter()
-    cls = ChEESHMC if kind == "chees" else MEADS
-    options = {"acceptance_mean": mean} if kind == "chees" else {}
-    s = cls(starts, problem.potential, seed=seed, **options)
-    s.warmup(warmup)
+    if kind == "chees":
+        s = ChEESHMC(
+            starts,
+            problem.potential,
+            seed=seed,
+            acceptance_mean=options.get("mean", "harmonic"),
+            learning_rate=float(options.get("lr", 0.025)),
+            trajectory_length=float(options["T0"]) if "T0" in options else None,
+            max_steps=int(options.get("max_steps", 1000)),
+        )
+        s.warmup(warmup, adapt_mass=None if options.get("mass") == "none" else "diag")
+    else:
+        s = MEADS(starts, problem.potential, seed=seed)
+        s.warmup(warmup)
     t1 = time.perf_counter()
     s.simulate_chains(draws)
     t2 = time.perf_counter()
     report = run_report(build_inference_data(s, problem, seed))
     out = {
-        "sampler": kind if kind == "meads" else f"chees-{mean}",
+        "sampler": kind,
         "chains": chains,
         "warmup": warmup,
         "draws": draws,
@@ -55,19 +68,33 @@ def run(
         "f_ess_bulk": report.function.min_ess_bulk,
         "grad_evals": s.num_grad_evals,
         "divergences": report.divergences,
+        "options": options,
     }
     if kind == "chees":
         out.update(step_size=s.step_size, trajectory_length=s.trajectory_length)
     return out
 
 
+def demo_setting() -> list[str]:
+    s, r = DEMO_CONFIG["sampler"], DEMO_CONFIG["run"]
+    return [
+        "chees",
+        str(r["chains"]),
+        str(s["warmup"]),
+        str(s["draws"]),
+        f"lr={s['learning_rate']}",
+        f"T0={s['trajectory_length']}",
+        f"mass={s['adapt_mass']}",
+    ]
+
+
 def main(argv: list[str]) -> None:
-    torch.set_num_threads(int(argv[0]) if argv and argv[0].startswith("threads=") else 1)
-    settings = [a.split(",") for a in argv if "," in a] or [["chees", "16", "400", "200"]]
+    torch.set_num_threads(1)
+    settings = [a.split(",") for a in argv if "," in a] or [demo_setting()]
     cols = "sampler chains warmup draws warmup_s total_s lp_rhat f_rhat f_ess_bulk grad_evals"
     print("| " + " | ".join(cols.split()) + " | extra |")
-    for kind, c, w, d, *mean in settings:
-        r = run(kind, int(c), int(w), int(d), *mean)
+    for kind, c, w, d, *opts in settings:
+        r = run(kind, int(c), int(w), int(d), dict(o.split("=", 1) for o in opts))
         extra = {k: v for k, v in r.items() if k not in cols.split()}
         cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in cols.split()]
         print("| " + " | ".join(cells) + f" | {extra} |", flush=True)

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bnn_mcmc import HMC, NUTS  # noqa: E402
-from bnn_mcmc.datasets import regression_gap, two_moons  # noqa: E402
+from bnn_mcmc.datasets import Dataset, regression_gap, two_moons  # noqa: E402
 from bnn_mcmc.multichain import MultiChainHMC  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -128,9 +128,13 @@ def bnn_problem(name: str) -> Problem:
     import jax
     import jax.numpy as jnp
 
+    noise = 0.1
     if name == "reg":
         data, widths = regression_gap(n=40, noise=0.1, seed=0), [1, 50, 50, 1]
         grid = torch.linspace(-2, 2, 5).unsqueeze(1)
+    elif name == "diabetes":
+        data, widths, noise = diabetes_data(), [10, 16, 16, 1], 0.7
+        grid = data.x[:5]
     else:
         data, widths = two_moons(n=200, noise=0.2, seed=0), [2, 32, 32, 2]
         grid = torch.tensor([[-1.0, 0.5], [0.0, 0.0], [0.5, 0.25], [1.0, -0.5], [2.0, 0.5]])
@@ -140,13 +144,14 @@ def bnn_problem(name: str) -> Problem:
     x, y = data.x, data.y
     xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
 
-    if name == "reg":
+    if name in ("reg", "diabetes"):
+        var = noise**2
 
         def u_torch(w):
-            return 0.5 * ((f_t(w, x) - y) ** 2).sum() / 0.01 + 0.5 * (w**2).sum()
+            return 0.5 * ((f_t(w, x) - y) ** 2).sum() / var + 0.5 * (w**2).sum()
 
         def u_jax(w):
-            return 0.5 * jnp.sum((f_j(w, xj) - yj) ** 2) / 0.01 + 0.5 * jnp.sum(w**2)
+            return 0.5 * jnp.sum((f_j(w, xj) - yj) ** 2) / var + 0.5 * jnp.sum(w**2)
 
         def pred(ws):
             return f_t(ws, grid)[..., 0]
@@ -168,6 +173,22 @@ def bnn_problem(name: str) -> Problem:
             return torch.softmax(f_t(ws, grid), -1)[..., 1]
 
     return Problem(name, dim, u_torch, pred, u_jax, _starts(shapes, dim), 6, 16)
+
+
+def diabetes_data() -> Dataset:
+    """scikit-learn's diabetes data (442 patients, 10 inputs; shipped with the package),
+    inputs and target standardised."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    y = (y - y.mean()) / y.std()
+    return Dataset(
+        "diabetes",
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(y[:, None], dtype=torch.float32),
+        "regression",
+    )
 
 
 def gauss_problem() -> Problem:
@@ -287,6 +308,138 @@ def run_lockstep(p: Problem, kind: str, chains: int, warmup: int, draws: int) ->
     if kind == "chees":
         res.notes.append(f"eps={m.step_size:.3g} T={m.trajectory_length:.3g}")
     return res
+
+
+def run_race_ours(p: Problem, kind: str, chains: int, warmup: int, draws: int) -> Result:
+    """Ours in the race: NUTS on the vectorized backend (its best with many chains), or
+    ChEES-HMC (unit mass, as BlackJAX's default) / MEADS in lockstep."""
+    starts = torch.from_numpy(p.starts[:chains])
+    t0 = time.perf_counter()
+    if kind == "nuts":
+        m = MultiChainHMC(
+            list(starts),
+            p.u_torch,
+            "nuts",
+            seed=0,
+            backend="vectorized",
+            max_tree_depth=p.max_tree_depth,
+        )
+        m.warmup(warmup)
+    else:
+        m = MultiChainHMC(starts, p.u_torch, chain_type=kind, seed=0, backend="vectorized")
+        if kind == "chees":
+            m.warmup(warmup, adapt_mass=None)
+        else:
+            m.warmup(warmup)
+    t1 = time.perf_counter()
+    m.simulate_chains(draws)
+    t2 = time.perf_counter()
+    names = {"nuts": "bnn_mcmc NUTS", "chees": "bnn_mcmc ChEES", "meads": "bnn_mcmc MEADS"}
+    grads = sum(c.num_grad_evals for c in m.chains)
+    res = Result(
+        p.name, names[kind], chains, "vectorized", t1 - t0, t2 - t1, grads, m.samples().numpy()
+    )
+    if kind == "chees":
+        res.notes.append(f"eps={m.step_size:.3g} T={m.trajectory_length:.3g}")
+    return res
+
+
+def run_blackjax_chees(p: Problem, chains: int, warmup: int, draws: int) -> Result:
+    """BlackJAX ChEES: ``blackjax.chees_adaptation`` (Adam 0.025 on log T, unit mass), then
+    jittered HMC (``blackjax.dhmc``) with the adapted parameters, chains vmapped; the times
+    include compilation."""
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def logdensity(w):
+        return -p.u_jax(w)
+
+    key_warm, key_sample = jax.random.split(jax.random.PRNGKey(0))
+    init = jnp.asarray(p.starts[:chains])
+    t0 = time.perf_counter()
+    adapt = blackjax.chees_adaptation(logdensity, chains)
+    (states, params), info = adapt.run(key_warm, init, 0.01, optax.adam(0.025), warmup)
+    jax.block_until_ready(states.position)
+    warm_steps = int(np.sum(np.asarray(info.info.num_integration_steps)))
+    t1 = time.perf_counter()
+    kernel = blackjax.dhmc(logdensity, **params).step
+
+    @jax.jit
+    def sample(states, key):
+        def one(st, k):
+            new, inf = jax.vmap(kernel)(jax.random.split(k, chains), st)
+            return new, (new.position, inf.num_integration_steps)
+
+        return jax.lax.scan(one, states, jax.random.split(key, draws))
+
+    _, (positions, steps) = sample(states, key_sample)
+    jax.block_until_ready(positions)
+    t2 = time.perf_counter()
+    grads = warm_steps + int(np.sum(np.asarray(steps)))
+    res = Result(
+        p.name,
+        "BlackJAX ChEES",
+        chains,
+        "vmap",
+        t1 - t0,
+        t2 - t1,
+        grads,
+        np.asarray(positions).transpose(1, 0, 2),
+    )
+    res.notes.append(
+        f"eps={float(params['step_size']):.3g} "
+        f"L={float(params['integration_steps_params'][0]):.0f}; times incl. compile"
+    )
+    return res
+
+
+def race(problems: list[str], sizes: dict, chain_counts=(4, 16)) -> str:
+    """The race of issue 12: min ESS of predictions per second (warmup and compilation
+    included) and R-hat of predictions, ours against NumPyro NUTS and BlackJAX ChEES."""
+    rows = []
+    for name in problems:
+        p = bnn_problem(name)
+        for chains in chain_counts:
+            warm, dr = sizes["nuts"]
+            runs = [
+                run_race_ours(p, "nuts", chains, warm, dr),
+                run_numpyro(p, chains, warm, dr),
+            ]
+            warm, dr = sizes["chees"]
+            runs += [
+                run_race_ours(p, "chees", chains, warm, dr),
+                run_blackjax_chees(p, chains, warm, dr),
+            ]
+            warm, dr = sizes["meads"]
+            runs.append(run_race_ours(p, "meads", chains, warm, dr))
+            base = None
+            for r in runs:
+                m = metrics(p, r)
+                if r.sampler == "NumPyro NUTS":
+                    base = m["ess_f_per_s"]
+                rows.append((r, m))
+                print(
+                    f"{name:8s} {r.sampler:16s} {chains:2d} {m['total_s']:7.1f}s "
+                    f"R-hat(f) {m['rhat_f']:.3f} ESS(f) {m['ess_f']:.0f} "
+                    f"ESS(f)/s {m['ess_f_per_s']:.3f} {' '.join(r.notes)}",
+                    flush=True,
+                )
+            for _, m in rows[-len(runs) :]:
+                m["vs_numpyro"] = m["ess_f_per_s"] / base if base else float("nan")
+    head = (
+        "| problem | sampler | chains | warmup s | sampling s | total s | grads | R-hat(f) "
+        "| min ESS(f) | ESS(f)/s | vs NumPyro NUTS | notes |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for r, m in rows:
+        lines.append(
+            f"| {r.problem} | {r.sampler} | {r.chains} | {r.warmup_s:.1f} | {r.sample_s:.1f} "
+            f"| {m['total_s']:.1f} | {r.grads} | {m['rhat_f']:.3f} | {m['ess_f']:.0f} "
+            f"| {m['ess_f_per_s']:.2f} | {m['vs_numpyro']:.2f} | {' '.join(r.notes)} |"
+        )
+    return "\n".join(lines)
 
 
 def run_pyro(p: Problem, chains: int, warmup: int, draws: int) -> Result:
@@ -485,8 +638,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--problems", default="reg,moons,gauss")
     parser.add_argument("--skip", default="", help="comma list: lockstep,pyro,numpyro,hypnettorch")
+    parser.add_argument(
+        "--race",
+        action="store_true",
+        help="only the race of issue 12 (reg, moons, diabetes; 4 and 16 chains; ours against "
+        "NumPyro NUTS and BlackJAX ChEES); writes benchmarks/results/peers_chees.txt",
+    )
+    parser.add_argument(
+        "--out", default="peers_chees.txt", help="file name under results/ of the race table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.race:
+        sizes = {"nuts": (200, 200), "chees": (200, 200), "meads": (2000, 2000)}
+        if args.quick:
+            sizes = {"nuts": (20, 20), "chees": (20, 20), "meads": (100, 100)}
+        problems = "reg,moons,diabetes" if args.problems == "reg,moons,gauss" else args.problems
+        text = race(problems.split(","), sizes)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / args.out).write_text(text + "\n")
+        print()
+        print(text)
+        return
     skip = set(filter(None, args.skip.split(",")))
     sizes = {"reg": (200, 200), "moons": (200, 200), "gauss": (300, 500)}
     if args.quick:

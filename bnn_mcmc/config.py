@@ -120,7 +120,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "scale": Key(_NUM, 1.0, positive=True, doc="std (gaussian) or scale (laplace)"),
     },
     "sampler": {
-        "type": Key(_STR, "nuts", ("nuts", "hmc", "mh")),
+        "type": Key(
+            _STR,
+            "nuts",
+            ("nuts", "hmc", "mh", "chees", "meads"),
+            doc="chees/meads: chains in lockstep, run.backend = 'vectorized'",
+        ),
         "warmup": Key(_INT, 500, minimum=0),
         "draws": Key(_INT, 500, minimum=1),
         "step_size": Key(
@@ -129,6 +134,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_steps": Key(_INT, None, minimum=1, doc="leapfrog steps (hmc; default 1)"),
         "max_tree_depth": Key(_INT, None, minimum=1, doc="(nuts; default 10, at most 30)"),
         "proposal_std": Key(_NUM, None, positive=True, doc="initial proposal std (mh; default 1)"),
+        "trajectory_length": Key(
+            _NUM, None, positive=True, doc="initial trajectory length (chees; default one step)"
+        ),
+        "max_steps": Key(_INT, None, minimum=1, doc="leapfrog steps at most (chees; default 1000)"),
+        "learning_rate": Key(
+            _NUM, None, positive=True, doc="Adam's rate on log T (chees; default 0.025)"
+        ),
         "target_accept": Key(_NUM, None, positive=True, doc="default 0.8 (hmc/nuts), 0.234 (mh)"),
         "adapt_mass": Key(_STR, "diag", (*choices(AdaptMass), "none")),
         "thin": Key(_INT, 1, minimum=1),
@@ -227,10 +239,13 @@ class RunConfig:
 
 #: Keys that only some sampler types / likelihood types use.
 SAMPLER_KEYS = {
-    "step_size": ("hmc", "nuts"),
+    "step_size": ("hmc", "nuts", "chees"),
     "num_steps": ("hmc",),
     "max_tree_depth": ("nuts",),
     "proposal_std": ("mh",),
+    "trajectory_length": ("chees",),
+    "max_steps": ("chees",),
+    "learning_rate": ("chees",),
 }
 LIKELIHOOD_KEYS = {"noise_std": ("gaussian", "student_t"), "df": ("student_t",)}
 

@@ -61,7 +61,7 @@ def test_help_of_every_command_is_complete(capsys):
     parser = build_parser()
     for cmd, words in {
         None: ["demo", "sample", "diagnose", "compare", "--debug", "examples"],
-        "demo": ["--out", "NUTS", "4", "tensorboard"],
+        "demo": ["--out", "ChEES-HMC", "8", "tensorboard"],
         "sample": [
             "CONFIG.toml",
             "--resume",
@@ -229,7 +229,8 @@ def test_demo_config_is_valid_and_matches_its_help(tmp_path):
     from bnn_mcmc.config import from_dict
 
     cfg = from_dict(DEMO_CONFIG, tmp_path)
-    assert cfg.sampler["type"] == "nuts" and cfg.run["chains"] == 4
+    assert cfg.sampler["type"] == "chees" and cfg.run["chains"] == 8
+    assert cfg.run["backend"] == "vectorized"
     assert cfg.data["name"] == "regression_gap" and cfg.network["hidden"] == [20, 20]
     assert cfg.sampler["warmup"] > 0 and cfg.run["tensorboard"]
 
@@ -239,3 +240,54 @@ def test_demo_refuses_a_folder_holding_a_run(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--out" in err and "--resume" not in err
+
+
+def _chees_config(tmp_path, name):
+    text = TINY.format(sampler="chees", warmup=30, draws=25, out=name, specific="")
+    text = text.replace("checkpoint_every = 10", 'checkpoint_every = 10\nbackend = "vectorized"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_chees_from_a_config_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
+    """sampler.type = 'chees' runs the lockstep ensemble, checkpoints it in the output folder
+    and, killed after a checkpoint, resumes to the draws of an uninterrupted run."""
+    from bnn_mcmc.cli import lockstep_run
+
+    assert main(["sample", str(_chees_config(tmp_path, "ref"))]) == 0
+    out = capsys.readouterr().out
+    assert "ChEES-HMC (2 chains in lockstep)" in out and "function space" in out
+    assert any((tmp_path / "ref" / "tensorboard" / "chain_1").iterdir())
+
+    saves = []
+    real_save = lockstep_run.save_ensemble
+
+    def save_then_die(ensemble, folder):
+        real_save(ensemble, folder)
+        saves.append(len(ensemble.trace.draws))
+        if len(saves) == 2:  # after warmup and after the first 10 draws
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lockstep_run, "save_ensemble", save_then_die)
+    cut = _chees_config(tmp_path, "cut")
+    assert main(["sample", str(cut)]) == 130
+    assert saves == [0, 10] and not (tmp_path / "cut" / "inference_data.nc").exists()
+    monkeypatch.setattr(lockstep_run, "save_ensemble", real_save)
+    assert main(["sample", str(cut), "--resume"]) == 0, capsys.readouterr().err
+    a = az.from_netcdf(str(tmp_path / "ref" / "inference_data.nc"))
+    b = az.from_netcdf(str(tmp_path / "cut" / "inference_data.nc"))
+    assert a.posterior.sizes["draw"] == 25
+    for name in a.posterior.data_vars:
+        np.testing.assert_array_equal(a.posterior[name].values, b.posterior[name].values)
+    np.testing.assert_array_equal(a.sample_stats["lp"].values, b.sample_stats["lp"].values)
+
+
+def test_chees_config_errors_name_the_fix(tmp_path, capsys):
+    path = _chees_config(tmp_path, "seq")
+    path.write_text(path.read_text().replace('backend = "vectorized"', ""))
+    assert main(["sample", str(path)]) == 1
+    assert "run.backend = 'vectorized'" in capsys.readouterr().err
+    path.write_text(path.read_text().replace("[sampler]", "[sampler]\nmax_tree_depth = 4"))
+    assert main(["sample", str(path)]) == 1
+    assert "max_tree_depth: only used with sampler.type = 'nuts'" in capsys.readouterr().err

@@ -19,8 +19,9 @@ mean :math:`\hat g = \sum_c a_c g_c / \sum_c a_c` over the non-divergent chains
 (a rejected proposal does not move the chain, so it contributes in proportion
 to :math:`a_c`).  :math:`\log T` follows Adam *ascent* on :math:`\hat g`
 (learning rate 0.025, :math:`\beta_1 = 0`, :math:`\beta_2 = 0.95`, the
-defaults used below), is kept between one and ``max_steps`` leapfrog steps of the
-current step size, and its
+defaults used below), is kept between one leapfrog step of the current step size
+and ``max_steps`` steps of the larger of the current step size and the one the dual
+averaging last restarted from, and its
 running average :math:`\overline{\log T}_t = t^{-\kappa} \log T_t + (1 -
 t^{-\kappa}) \overline{\log T}_{t-1}` (:math:`\kappa = 0.75`, as the step size's)
 is the length kept after warmup.
@@ -252,10 +253,13 @@ def chees_update(
     grad = chees_gradient(positions, proposals, velocity, accept_prob, diverging, length)
     adam, increment = adam_ascent(state.adam, grad, opt)
     log_length = state.log_length + increment
-    # at least one step (a transition always takes one), at most max_steps of them
-    log_length = min(
-        max(log_length, float(dual.log_step)), math.log(opt.max_steps) + float(dual.log_step)
-    )
+    # at least one step (a transition always takes one), at most max_steps of them; the
+    # upper bound uses the larger of the current step size and the one dual averaging last
+    # restarted from (mu = log(10 eps)), so a dip of the noisy warmup step size does not
+    # cut the learned length (the kernel caps the steps of a transition anyway)
+    log_step = float(dual.log_step)
+    anchor = max(log_step, float(dual.mu) - math.log(10.0))
+    log_length = min(max(log_length, log_step), math.log(opt.max_steps) + anchor)
     weight = (t + 1) ** (-opt.kappa)
     log_length_avg = weight * log_length + (1.0 - weight) * state.log_length_avg
     welford, inv_mass = state.welford, state.inv_mass

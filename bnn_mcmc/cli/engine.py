@@ -20,6 +20,7 @@ import torch
 
 from ..config import RunConfig, from_dict
 from ..multichain import MultiChainHMC, PotentialFactory
+from ..multichain.lockstep import LOCKSTEP_TYPES
 from ..multichain.runlog import IncompleteRunError
 from ..runfolder import atomic_write, read_json
 from .problem import Problem, build_problem
@@ -103,14 +104,27 @@ def _changed_sections(saved: dict, current: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False) -> MultiChainHMC:
+def run_chains(cfg: RunConfig, problem: Problem, resume: bool = False):
     """Warm up and sample every chain of ``cfg`` (or finish a killed run with ``resume``).
 
-    Returns the :class:`~bnn_mcmc.multichain.MultiChainHMC`; wall times of warmup and
-    sampling are written to ``timing.json`` in the output folder.
+    Returns the :class:`~bnn_mcmc.multichain.MultiChainHMC`, or for ``sampler.type``
+    ``'chees'``/``'meads'`` the lockstep ensemble (:mod:`bnn_mcmc.cli.lockstep_run`);
+    wall times of warmup and sampling are written to ``timing.json`` in the output folder.
     """
     out = prepare_output(cfg, resume)
     run, s = cfg.run, cfg.sampler
+    if s["type"] in LOCKSTEP_TYPES:
+        from .lockstep_run import run_lockstep
+
+        starts = initial_positions(problem, run["seed"], run["chains"])
+        done = run_lockstep(cfg, problem, out, starts, resume)
+        timing = {
+            "warmup_seconds": done.warmup_seconds,
+            "sampling_seconds": done.sampling_seconds,
+            "num_grad_evals": done.ensemble.num_grad_evals,
+        }
+        atomic_write(out / TIMING_FILE, json.dumps(timing, indent=2).encode(), out)
+        return done.ensemble
     client = (
         _dask_client(cfg) if run["backend"] == "dask" and not run["scheduler_address"] else None
     )

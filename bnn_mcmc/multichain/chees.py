@@ -218,7 +218,7 @@ class ChEESHMC(LockstepEnsemble):
                 tr.velocity,
                 tr.accept_prob,
                 tr.diverging,
-                jittered,
+                min(jittered, n * eps),  # the length integrated (n may be capped)
                 tr.state.position,
             )
         c = self.num_chains
