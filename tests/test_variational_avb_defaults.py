@@ -10,6 +10,7 @@ ends at 0.31, nothing warns, and the rank is 26.7 (2.3x).  About 22 s.
 
 import warnings
 
+import pytest
 import torch
 
 from bnn_mcmc.bnn import MLP, GaussianLikelihood, GaussianPrior
@@ -57,3 +58,13 @@ def test_avb_defaults_keep_the_discriminator_informative_on_the_gap_problem():
     assert not warned
     assert min(hist.disc_loss[-20:]) > 0.15  # informative: 0.31 measured, old 6e-5
     assert rank > 20 and rank > 1.6 * old_rank  # 26.7 against 11.6 measured
+
+
+def test_avb_contrast_choice_and_arguments():
+    assert AVB(481).adaptive_contrast == "full" and AVB(481).gradient_penalty == 1.0
+    assert AVB(10_000).adaptive_contrast == "diagonal"  # no 10^4 x 10^4 Cholesky per step
+    assert AVB(3, adaptive_contrast=True).adaptive_contrast == "diagonal"
+    assert AVB(3, adaptive_contrast=False).adaptive_contrast == "prior"
+    for bad in ({"adaptive_contrast": "dense"}, {"gradient_penalty": -1.0}, {"ridge": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AVB(3, **bad)

@@ -30,7 +30,7 @@ trained by its own optimiser for ``disc_steps`` steps on every call.  Two contra
     two apart, and the log ratio it must represent (the total correlation of
     :math:`q`, hundreds of nats for a rank-10 :math:`q` on 481 weights) is far beyond what
     a logistic discriminator fits from a minibatch: it saturates and :math:`q` collapses.
-``'full'`` (default)
+``'full'`` (default up to :data:`MAX_FULL_CONTRAST_DIM` weights)
     :math:`AA^\top = \hat\Sigma + \epsilon\operatorname{diag}\hat\Sigma` (Cholesky), the
     sample covariance with a ridge ``ridge`` :math:`=\epsilon` that keeps it invertible
     when there are fewer draws than weights.  The explicit term is then the Gaussian
@@ -73,7 +73,7 @@ its output is no longer near the log density ratio, the "KL" it returns is not a
 estimate, and the generator gets no useful gradient.  The estimator counts consecutive
 updates whose loss is below ``saturation_loss``; after ``saturation_patience`` of them it
 warns once (:class:`AVBSaturationWarning`) naming the fixes: ``adaptive_contrast='full'``
-with ``gradient_penalty > 0`` (the defaults), full support for :math:`q`
+with ``gradient_penalty > 0`` (the defaults up to :data:`MAX_FULL_CONTRAST_DIM` weights), full support for :math:`q`
 (:class:`~bnn_mcmc.hnets.HPerturbWrapper`), more draws per step.
 :attr:`AVB.saturated_steps` holds the count.
 
@@ -109,9 +109,14 @@ class AVBSaturationWarning(RuntimeWarning):
 
 
 CONTRASTS = ("full", "diagonal", "prior")
+MAX_FULL_CONTRAST_DIM = 4096
+"""Largest dimension for which ``adaptive_contrast='auto'`` picks ``'full'`` (a
+:math:`P \times P` covariance and its Cholesky factor per step); above it, ``'diagonal'``."""
 
 
-def _parse_contrast(value: bool | str) -> str:
+def _parse_contrast(value: bool | str, dim: int) -> str:
+    if value == "auto":
+        return "full" if dim <= MAX_FULL_CONTRAST_DIM else "diagonal"
     if value is True:
         return "diagonal"
     if value is False:
@@ -119,8 +124,8 @@ def _parse_contrast(value: bool | str) -> str:
     if isinstance(value, str) and value in CONTRASTS:
         return value
     raise ValueError(
-        f"adaptive_contrast must be one of {CONTRASTS} (or True for 'diagonal', False for "
-        f"'prior'); got {value!r}."
+        f"adaptive_contrast must be 'auto' or one of {CONTRASTS} (or True for 'diagonal', "
+        f"False for 'prior'); got {value!r}."
     )
 
 
@@ -152,10 +157,12 @@ class AVB:
         Adam learning rate of the discriminator.
     disc_steps : int
         Discriminator updates per call of :meth:`kl_term`.
-    adaptive_contrast : {'full', 'diagonal', 'prior'} or bool
+    adaptive_contrast : {'auto', 'full', 'diagonal', 'prior'} or bool
         Contrast distribution (see the module docstring): a Gaussian with the draws' mean
         and covariance (``'full'``), mean and marginal standard deviations
         (``'diagonal'``, also ``True``), or the prior itself (``'prior'``, also ``False``).
+        ``'auto'`` is ``'full'`` up to :data:`MAX_FULL_CONTRAST_DIM` weights and
+        ``'diagonal'`` above.  The attribute holds the resolved choice.
     generator : torch.Generator or int, optional
         Randomness of the discriminator's initialisation (an int is a seed).
     saturation_loss : float
@@ -186,7 +193,7 @@ class AVB:
         hidden_layers: Sequence[int] = (64, 64),
         lr: float = 1e-3,
         disc_steps: int = 5,
-        adaptive_contrast: bool | str = "full",
+        adaptive_contrast: bool | str = "auto",
         generator: torch.Generator | int | None = None,
         saturation_loss: float = 0.05,
         saturation_patience: int = 50,
@@ -206,7 +213,7 @@ class AVB:
         if not float(lr) > 0:
             raise ValueError(f"lr must be positive, got {lr!r}.")
         self.disc_steps = check_count("disc_steps", disc_steps, 1)
-        self.adaptive_contrast = _parse_contrast(adaptive_contrast)
+        self.adaptive_contrast = _parse_contrast(adaptive_contrast, self.dim)
         self.discriminator = _discriminator(dim, hidden, make_generator(generator))
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=float(lr))
         self.last_disc_loss = float("nan")
@@ -245,7 +252,8 @@ class AVB:
                 f"{self.saturated_steps} updates (last {self.last_disc_loss:.2e}): it separates "
                 "q from the contrast perfectly, so its KL is not an estimate and q tends to "
                 "collapse onto a few directions. Use adaptive_contrast='full' with "
-                "gradient_penalty > 0 (the defaults), give q full support (HPerturbWrapper "
+                "gradient_penalty > 0 (the defaults up to 4096 weights), give q full support "
+                "(HPerturbWrapper "
                 "with a larger sigma_noise), and use more draws per step.",
                 AVBSaturationWarning,
                 stacklevel=4,
