@@ -1,11 +1,12 @@
 """AVB's defaults keep its discriminator informative on the gap problem (issue 13).
 
 MLP 1-20-20-1 (481 weights) on ``regression_gap(n=40)``, HMLP 8-64-64 behind an independent
-perturbation (sigma 0.01), 300 Adam steps.  Measured (seed 0): with the former defaults
+perturbation (sigma 0.01), 200 Adam steps.  Measured (seed 0): with the former defaults
 (diagonal adaptive contrast, no gradient penalty, 64 draws) the discriminator's loss ends at
-6e-5, the saturation warning fires and the effective rank of 1000 draws is 11.6; with the
+1.1e-4, the saturation warning fires and the effective rank of 1000 draws is 12.8; with the
 defaults (covariance contrast, R1/R2 penalty; 128 draws to keep the test short) the loss
-ends at 0.31, nothing warns, and the rank is 26.7 (2.3x).  About 22 s.
+ends at 0.34 (>= 0.31 over the last 20 steps), nothing warns, and the rank is 24.0 (1.9x;
+after 600 steps and 481 draws: 10 against 48).  15-26 s here under load.
 """
 
 import warnings
@@ -25,7 +26,7 @@ from bnn_mcmc.variational import (
     fit_variational,
 )
 
-ITERS = 300
+ITERS = 200
 
 
 def _fit(draws: int, **avb_kwargs):
@@ -56,8 +57,8 @@ def test_avb_defaults_keep_the_discriminator_informative_on_the_gap_problem():
     assert old_warned and old_hist.disc_loss[-1] < 0.01  # the defect, noticed
     hist, warned, rank = _fit(128)
     assert not warned
-    assert min(hist.disc_loss[-20:]) > 0.15  # informative: 0.31 measured, old 6e-5
-    assert rank > 20 and rank > 1.6 * old_rank  # 26.7 against 11.6 measured
+    assert min(hist.disc_loss[-20:]) > 0.15  # informative: 0.31 measured, old 1e-4
+    assert rank > 18 and rank > 1.5 * old_rank  # 24.0 against 12.8 measured
 
 
 def test_avb_contrast_choice_and_arguments():

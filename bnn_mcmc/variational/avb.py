@@ -73,7 +73,8 @@ its output is no longer near the log density ratio, the "KL" it returns is not a
 estimate, and the generator gets no useful gradient.  The estimator counts consecutive
 updates whose loss is below ``saturation_loss``; after ``saturation_patience`` of them it
 warns once (:class:`AVBSaturationWarning`) naming the fixes: ``adaptive_contrast='full'``
-with ``gradient_penalty > 0`` (the defaults up to :data:`MAX_FULL_CONTRAST_DIM` weights), full support for :math:`q`
+with ``gradient_penalty > 0`` (the defaults up to :data:`MAX_FULL_CONTRAST_DIM` weights),
+full support for :math:`q`
 (:class:`~bnn_mcmc.hnets.HPerturbWrapper`), more draws per step.
 :attr:`AVB.saturated_steps` holds the count.
 
