@@ -6,8 +6,9 @@ inputs: 111 points on [-2.2, 2.2], split by ``find_regions`` into near / gap / o
 
 Methods, per seed: NUTS (2 chains, the reference; noise floor = chain 0 against chain 1),
 SSGE and AVB implicit posteriors (HMLP 8-64-64-481 behind an independent output
-perturbation, defaults of this package: SSGE draws = dimension, AVB saturation warning),
-mean field (with PSIS-k) and a deep ensemble of 10 MAP fits.  Everything runs on one
+perturbation, defaults of this package: SSGE and AVB draws = dimension, AVB covariance
+contrast with R1/R2 gradient penalty and saturation warning),
+mean field (with PSIS-k) and a deep ensemble of 5 MAP fits.  Everything runs on one
 thread; ``--fast`` is a smoke run.
 
 Run: ``python benchmarks/bench_hypernets.py [--seeds 0 1] [--fast]``.  One seed per process
@@ -46,14 +47,7 @@ from bnn_mcmc.variational import (
     fit_variational,
 )
 
-# Sized for a shared, loaded 2-core machine (one seed ~4 CPU-minutes); raise them on a free one.
-# Sized for a shared, loaded 2-core machine (one seed: a few CPU-minutes).
-NUTS_WARMUP, NUTS_DRAWS, NUTS_DEPTH = 150, 150, 6
-SSGE_ITERS, AVB_ITERS, MF_ITERS = 150, 600, 1500
-ENS_MEMBERS, ENS_STEPS = 5, 800
-
-# Sized for a shared, loaded 2-core machine (one seed ~4 CPU-minutes); raise them on a free one.
-# Sized for a shared, loaded 2-core machine (one seed: a few CPU-minutes).
+# Sized for a shared, loaded 2-core machine (one seed: about 15 CPU-minutes, NUTS most of it).
 NUTS_WARMUP, NUTS_DRAWS, NUTS_DEPTH = 150, 150, 6
 SSGE_ITERS, AVB_ITERS, MF_ITERS = 150, 600, 1500
 ENS_MEMBERS, ENS_STEPS = 5, 800

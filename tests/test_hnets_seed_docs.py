@@ -138,3 +138,82 @@ def test_implicit_sample_runs_in_eval_mode():
     assert q.sample(1, generator=0).shape == (1, 12)  # batch norm needs eval for B=1
     torch.testing.assert_close(q.sample(4, generator=1), q.sample(4, generator=1))
     assert hnet.training
+
+
+def test_hcontainer_example_1_shared_and_condition_specific_tensors():
+    from bnn_mcmc.hnets import HContainer
+
+    # First-layer weights.
+    fl_hnet = HMLP([[10, 5], [5]], num_cond_embs=5, verbose=False)
+
+    def assembly_fct(list_of_hnet_tensors, uncond_tensors, cond_tensors):
+        assert len(list_of_hnet_tensors) == 1
+        return list_of_hnet_tensors[0] + uncond_tensors + cond_tensors
+
+    hnet = HContainer([[10, 5], [5], [5], [5], [5, 5]], assembly_fct,
+                      hnets=[fl_hnet], uncond_param_shapes=[[5], [5]],
+                      cond_param_shapes=[[5, 5]],
+                      uncond_param_names=['bn_scale', 'bn_shift'],
+                      cond_param_names=['weight'], num_cond_embs=5, verbose=False)
+    out = hnet(cond_id=2)
+    assert [list(t.shape) for t in out] == [[10, 5], [5], [5], [5], [5, 5]]
+    assert torch.equal(out[4], hnet.own_conditional_tensors(2)[0])
+    assert torch.equal(out[2], hnet.uncond_tensors[0])
+    batch = hnet(cond_id=[0, 3], ret_format="flattened")
+    assert batch.shape == (2, 50 + 5 * 3 + 25)
+    assert torch.equal(batch[1, -25:], hnet.own_conditional_tensors(3)[0].flatten())
+    names = [m["name"] for m in hnet.param_shapes_meta]
+    n_int = len(fl_hnet.unconditional_param_shapes)  # the internal network's come first
+    assert names[n_int:n_int + 2] == ["bn_scale", "bn_shift"] and names[-1] == "weight"
+    assert hnet.num_known_conds == 5
+    assert len(hnet.conditional_params) == 5 + 5  # 5 input embeddings, 5 output weights
+
+
+def test_hcontainer_example_2_two_hypernets(capsys):
+    from bnn_mcmc.hnets import HContainer
+
+    fl_hnet = HMLP([[10, 5], [5]], num_cond_embs=5, verbose=False)
+    ll_hnet = HMLP([[5, 5]], num_cond_embs=5, verbose=False)
+
+    def assembly_fct(list_of_hnet_tensors, uncond_tensors, cond_tensors):
+        assert len(list_of_hnet_tensors) == 2
+        return list_of_hnet_tensors[0] + uncond_tensors + \
+            list_of_hnet_tensors[1]
+
+    hnet = HContainer([[10, 5], [5], [5], [5], [5, 5]], assembly_fct,
+                      hnets=[fl_hnet, ll_hnet],
+                      uncond_param_shapes=[[5], [5]],
+                      uncond_param_names=['bn_scale', 'bn_shift'],
+                      num_cond_embs=5)
+    assert "HContainer" in capsys.readouterr().out
+    out = hnet(cond_id=1, ret_format="flattened")
+    ref = ll_hnet(cond_id=1, ret_format="flattened")
+    assert torch.equal(out[:, -25:], ref)
+    assert len(hnet.internal_hnets) == 2
+    # weights through 'weights' reproduce the held ones
+    again = hnet(cond_id=1, weights=hnet.internal_params, ret_format="flattened")
+    assert torch.equal(again, out)
+
+
+def test_hnet_helpers():
+    from bnn_mcmc.hnets import (
+        HContainer,
+        get_conditional_parameters,
+        init_chunk_embeddings,
+        init_conditional_embeddings,
+    )
+
+    hnet = HMLP([[10, 5], [5]], num_cond_embs=3, verbose=False)
+    assert get_conditional_parameters(hnet, 1) == [hnet.get_cond_in_emb(1)]
+    init_conditional_embeddings(hnet, init_fct=lambda e, k: e.fill_(float(k)))
+    assert float(hnet.get_cond_in_emb(2).detach().sum()) == 2.0 * 8
+    init_conditional_embeddings(hnet, normal_mean=5.0, normal_std=0.0)
+    assert float(hnet.get_cond_in_emb(0).detach().mean()) == 5.0
+    chunked = ChunkedHMLP([[10, 5], [10]], 16, 4, True, 0, 8, (4,), False, num_cond_embs=2)
+    assert len(get_conditional_parameters(chunked, 1)) == 2  # input and chunk embeddings
+    init_chunk_embeddings(chunked, init_fct=lambda c, cid, cond_id=None: c.fill_(cond_id))
+    assert float(chunked.get_chunk_emb(cond_id=1).detach().mean()) == 1.0
+    init_chunk_embeddings(hnet)  # no chunks: unchanged, no error
+    box = HContainer([[5]], lambda h, u, c: c, cond_param_shapes=[[5]], num_cond_embs=2,
+                     verbose=False)
+    assert get_conditional_parameters(box, 1) == box.own_conditional_tensors(1)

@@ -66,7 +66,15 @@ def test_avb_warns_on_saturation_and_not_on_a_matched_q():
     prior = GaussianPrior(1.0)
     dim = 10
     basis = torch.randn(2, dim, generator=g)
-    low_rank = AVB(dim, hidden_layers=(32,), lr=1e-2, generator=1, saturation_patience=20)
+    low_rank = AVB(
+        dim,
+        hidden_layers=(32,),
+        lr=1e-2,
+        generator=1,
+        saturation_patience=20,
+        adaptive_contrast="diagonal",
+        gradient_penalty=0.0,
+    )
     with pytest.warns(AVBSaturationWarning, match="sigma_noise"):
         for _ in range(80):
             low_rank.kl_term(torch.randn(32, 2, generator=g) @ basis, prior, g)
@@ -74,6 +82,7 @@ def test_avb_warns_on_saturation_and_not_on_a_matched_q():
                 break
     assert low_rank.saturated_steps >= 20 and low_rank.last_disc_loss < 0.05
     matched = AVB(dim, hidden_layers=(32,), lr=1e-2, generator=1, saturation_patience=20)
+    # (matched: the defaults, covariance contrast and gradient penalty)
     with warnings.catch_warnings():
         warnings.simplefilter("error", AVBSaturationWarning)
         for _ in range(60):

@@ -5,6 +5,8 @@ returns a ``(B, num_outputs)`` tensor that a batched main network takes directly
 """
 
 from .chunked_hmlp import ChunkedHMLP
+from .container import HContainer
+from .helpers import get_conditional_parameters, init_chunk_embeddings, init_conditional_embeddings
 from .hmlp import HMLP
 from .hyperfan import harmonic_mean, target_variances
 from .interface import HyperNetInterface
@@ -17,6 +19,10 @@ __all__ = [
     "ChunkedHMLP",
     "StructuredHMLP",
     "HPerturbWrapper",
+    "HContainer",
+    "get_conditional_parameters",
+    "init_chunk_embeddings",
+    "init_conditional_embeddings",
     "harmonic_mean",
     "target_variances",
 ]

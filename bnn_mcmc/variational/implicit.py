@@ -187,10 +187,10 @@ class ImplicitPosterior(VariationalPosterior):
         return self.estimator.kl_term(w, prior, generator)
 
     def default_num_samples(self) -> int:
-        """SSGE: :func:`~bnn_mcmc.variational.ssge.default_num_samples` of ``dim``; AVB: 64."""
-        if isinstance(self.estimator, SSGE):
-            return default_num_samples(self.dim)
-        return 64
+        """:func:`~bnn_mcmc.variational.ssge.default_num_samples` of ``dim`` for both
+        estimators: SSGE's entropy gradient and AVB's covariance contrast both need about
+        as many draws as weights."""
+        return default_num_samples(self.dim)
 
     def auxiliary_state(self) -> dict | None:
         if isinstance(self.estimator, AVB):

@@ -67,8 +67,8 @@ class TrainConfig:
     num_samples : int, optional
         Weight draws :math:`S` per step (``>= 2``: the KL estimators need several);
         ``None`` uses the posterior's :meth:`~VariationalPosterior.default_num_samples`
-        (32 for mean field, 64 for AVB, ``min(max(64, dim), 512)`` for SSGE, whose
-        entropy gradient needs draws in proportion to the dimension).
+        (32 for mean field, ``min(max(64, dim), 512)`` for SSGE and AVB, whose entropy
+        gradient and covariance contrast need draws in proportion to the dimension).
     eval_every : int
         Iterations between validation evaluations.
     val_num_samples : int
