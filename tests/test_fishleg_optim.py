@@ -288,3 +288,15 @@ def test_find_map_learned_noise():
         generator=torch.Generator().manual_seed(0),
     )
     assert w.shape == (1, 4) and torch.isfinite(w).all()
+
+
+def test_damping_rule_divergence_guard_and_ceiling():
+    """A step flagged as diverged is undone even when the model predicted a rise, and the
+    extra damping never passes ceiling * base."""
+    from bnn_mcmc.optim.damping import DampingRule
+
+    rule = DampingRule()
+    assert rule.update(0.0, 1.0, 5.0, 10.0) == (3.0, False)  # non-descent: kept
+    assert rule.update(0.0, 1.0, 5.0, 10.0, diverged=True) == (10.0, True)
+    assert rule.update(1e9, 1.0, float("nan"), -1.0) == (rule.ceiling, True)
+    assert rule.update(2.0, 1.0, -0.9, -1.0) == (1.4, False)  # good model: relax

@@ -326,6 +326,8 @@ class FishLeg(torch.optim.Optimizer):
         self._num_steps = 0
         self.damping_rule = DampingRule()
         self.num_rejected = 0
+        self.num_diverged = 0
+        self.reference_loss: float | None = None
         if damping == "auto" or warm_start != "identity":
             diag = self.fisher_diagonal(warm_start_probes)
             if damping == "auto":
@@ -650,15 +652,25 @@ class FishLeg(torch.optim.Optimizer):
             float((g * d).sum()) for g, d in zip(grads, deltas, strict=True) if g is not None
         )
         predicted = slope + 0.5 * float(dfd)
+        before = float(loss0)
+        if self.reference_loss is None:
+            self.reference_loss = before
         for p, d in zip(params, deltas, strict=True):
             p.add_(d)
-        actual = float(self._nll(batch)) - float(loss0)
+        after = float(self._nll(batch))
+        diverged = not after <= max(self.reference_loss, before)
         self.extra_damping, undo = self.damping_rule.update(
-            self.extra_damping, self.damping, actual, predicted
+            self.extra_damping, self.damping, after - before, predicted, diverged
         )
         if undo:
             for p, d in zip(params, deltas, strict=True):
                 p.sub_(d)
+        if diverged:  # the running average carries the bad direction: forget it
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if "momentum" in self.state[p]:
+                        self.state[p]["momentum"].zero_()
+            self.num_diverged += 1
         self.num_rejected += int(undo)
 
     # -- the flat view and the metric --------------------------------------------------
