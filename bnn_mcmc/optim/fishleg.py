@@ -116,7 +116,10 @@ class FishLeg(torch.optim.Optimizer):
     weight_decay : float
         L2 coefficient added to the gradient.
     beta : float
-        Coefficient of the running average of the gradient, in ``[0, 1)``.
+        Coefficient of the running average of the gradient, in ``[0, 1)``.  Default 0.5:
+        with 0.9 the average lags the natural gradient (contraction at best
+        :math:`\sqrt{0.9}` per step), and the linear regression took 116 steps instead of
+        27 to Adam's final loss, for a lower final loss (0.0068 against 0.0086).
     update_aux_every : int
         One auxiliary update every ``update_aux_every`` steps (default 10: after the
         K-FAC warm start Q needs little correction, and one update per step cost 40 %
@@ -176,8 +179,8 @@ class FishLeg(torch.optim.Optimizer):
 
     Notes
     -----
-    Defaults (``fish_lr=0.3``, ``aux_lr=1e-3``, one auxiliary update every 10 steps, automatic
-    and Levenberg-Marquardt-checked damping, K-FAC warm start, bias correction) were
+    Defaults (``fish_lr=0.3``, ``beta=0.5``, ``aux_lr=1e-3``, one auxiliary update every
+    10 steps, automatic and Levenberg-Marquardt-checked damping, K-FAC warm start, bias correction) were
     chosen on an ill-conditioned linear regression, a correlated-feature logistic
     regression and an MLP on scikit-learn's digits against Adam; the measurements are in
     the README's FishLeg section.  The paper leaves these open.  The learned factors act
@@ -212,7 +215,7 @@ class FishLeg(torch.optim.Optimizer):
         fish_lr: float = 0.3,
         damping: float | str = "auto",
         weight_decay: float = 1e-5,
-        beta: float = 0.9,
+        beta: float = 0.5,
         update_aux_every: int = 10,
         aux_lr: float = 1e-3,
         aux_betas: tuple[float, float] = (0.9, 0.999),
