@@ -180,7 +180,8 @@ class FishLeg(torch.optim.Optimizer):
     Notes
     -----
     Defaults (``fish_lr=0.3``, ``beta=0.5``, ``aux_lr=1e-3``, one auxiliary update every
-    10 steps, automatic and Levenberg-Marquardt-checked damping, K-FAC warm start, bias correction) were
+    10 steps, automatic and Levenberg-Marquardt-checked damping, K-FAC warm start, bias
+    correction) were
     chosen on an ill-conditioned linear regression, a correlated-feature logistic
     regression and an MLP on scikit-learn's digits against Adam; the measurements are in
     the README's FishLeg section.  The paper leaves these open.  The learned factors act
