@@ -174,16 +174,16 @@ def _medians(problem, seeds):
 def test_default_fishleg_beats_adam_at_its_better_lr_on_ill_conditioned_regression():
     """No tuning: FishLeg(model, draw, nll, aux_loader) with its defaults against Adam at
     the better of lr 1e-3 / 1e-2, five seeds, 300 steps of 128.  The median FishLeg final
-    loss must be below half of Adam's median (measured: 0.0069 against 0.026; the noise
-    floor is 0.005)."""
+    loss must be below half of Adam's median (measured, defaults beta=0.5 and one auxiliary
+    update every 10 steps: 0.0086 against 0.026; the noise floor is 0.005)."""
     fish, adam = _medians(ill_conditioned_regression, range(5))
     assert fish < 0.5 * adam, (fish, adam)
 
 
 def test_default_fishleg_beats_adam_at_its_better_lr_on_correlated_logistic_regression():
     """As above on the AR(1)-correlated logistic regression.  Measured medians: FishLeg
-    0.2721, Adam (lr 1e-2) 0.309, the optimum about 0.25; FishLeg must close at least
-    half of Adam's gap to the full-batch optimum (L-BFGS, per seed)."""
+    0.2795, Adam (lr 1e-2) 0.309, the full-batch optimum (L-BFGS, per seed) 0.2712;
+    FishLeg must close at least half of Adam's gap to it (closes 63 %; the bound is 0.2902)."""
     seeds = range(5)
     fish, adam = _medians(correlated_logistic, seeds)
     best = []
@@ -288,3 +288,15 @@ def test_find_map_learned_noise():
         generator=torch.Generator().manual_seed(0),
     )
     assert w.shape == (1, 4) and torch.isfinite(w).all()
+
+
+def test_damping_rule_divergence_guard_and_ceiling():
+    """A step flagged as diverged is undone even when the model predicted a rise, and the
+    extra damping never passes ceiling * base."""
+    from bnn_mcmc.optim.damping import DampingRule
+
+    rule = DampingRule()
+    assert rule.update(0.0, 1.0, 5.0, 10.0) == (3.0, False)  # non-descent: kept
+    assert rule.update(0.0, 1.0, 5.0, 10.0, diverged=True) == (10.0, True)
+    assert rule.update(1e9, 1.0, float("nan"), -1.0) == (rule.ceiling, True)
+    assert rule.update(2.0, 1.0, -0.9, -1.0) == (1.4, False)  # good model: relax

@@ -116,9 +116,14 @@ class FishLeg(torch.optim.Optimizer):
     weight_decay : float
         L2 coefficient added to the gradient.
     beta : float
-        Coefficient of the running average of the gradient, in ``[0, 1)``.
+        Coefficient of the running average of the gradient, in ``[0, 1)``.  Default 0.5:
+        with 0.9 the average lags the natural gradient (contraction at best
+        :math:`\sqrt{0.9}` per step), and the linear regression took 116 steps instead of
+        27 to Adam's final loss, for a lower final loss (0.0068 against 0.0086).
     update_aux_every : int
-        One auxiliary update every ``update_aux_every`` steps; if negative,
+        One auxiliary update every ``update_aux_every`` steps (default 10: after the
+        K-FAC warm start Q needs little correction, and one update per step cost 40 %
+        of a step for the same final loss on the benchmark problems); if negative,
         ``-update_aux_every`` auxiliary updates at every step; 0 never (Q fixed).
     aux_lr, aux_betas, aux_eps
         Adam settings for the auxiliary parameters.
@@ -174,8 +179,9 @@ class FishLeg(torch.optim.Optimizer):
 
     Notes
     -----
-    Defaults (``fish_lr=0.3``, ``aux_lr=1e-3``, one auxiliary update per step, automatic
-    and Levenberg-Marquardt-checked damping, K-FAC warm start, bias correction) were
+    Defaults (``fish_lr=0.3``, ``beta=0.5``, ``aux_lr=1e-3``, one auxiliary update every
+    10 steps, automatic and Levenberg-Marquardt-checked damping, K-FAC warm start, bias
+    correction) were
     chosen on an ill-conditioned linear regression, a correlated-feature logistic
     regression and an MLP on scikit-learn's digits against Adam; the measurements are in
     the README's FishLeg section.  The paper leaves these open.  The learned factors act
@@ -210,8 +216,8 @@ class FishLeg(torch.optim.Optimizer):
         fish_lr: float = 0.3,
         damping: float | str = "auto",
         weight_decay: float = 1e-5,
-        beta: float = 0.9,
-        update_aux_every: int = -1,
+        beta: float = 0.5,
+        update_aux_every: int = 10,
         aux_lr: float = 1e-3,
         aux_betas: tuple[float, float] = (0.9, 0.999),
         aux_eps: float = 1e-8,
@@ -326,6 +332,8 @@ class FishLeg(torch.optim.Optimizer):
         self._num_steps = 0
         self.damping_rule = DampingRule()
         self.num_rejected = 0
+        self.num_diverged = 0
+        self.reference_loss: float | None = None
         if damping == "auto" or warm_start != "identity":
             diag = self.fisher_diagonal(warm_start_probes)
             if damping == "auto":
@@ -650,15 +658,25 @@ class FishLeg(torch.optim.Optimizer):
             float((g * d).sum()) for g, d in zip(grads, deltas, strict=True) if g is not None
         )
         predicted = slope + 0.5 * float(dfd)
+        before = float(loss0)
+        if self.reference_loss is None:
+            self.reference_loss = before
         for p, d in zip(params, deltas, strict=True):
             p.add_(d)
-        actual = float(self._nll(batch)) - float(loss0)
+        after = float(self._nll(batch))
+        diverged = not after <= max(self.reference_loss, before)
         self.extra_damping, undo = self.damping_rule.update(
-            self.extra_damping, self.damping, actual, predicted
+            self.extra_damping, self.damping, after - before, predicted, diverged
         )
         if undo:
             for p, d in zip(params, deltas, strict=True):
                 p.sub_(d)
+        if diverged:  # the running average carries the bad direction: forget it
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if "momentum" in self.state[p]:
+                        self.state[p]["momentum"].zero_()
+            self.num_diverged += 1
         self.num_rejected += int(undo)
 
     # -- the flat view and the metric --------------------------------------------------
