@@ -40,7 +40,7 @@ PRELOAD = ("torch", "bnn_mcmc.cli.sharded")
 FRESH, RESUME = "fresh", "resume"
 
 
-def _rank_main(config: dict, base_dir: str, mode: str = FRESH) -> int:
+def rank_main(config: dict, base_dir: str, mode: str = FRESH) -> int:
     """Body of each rank (module level: picklable)."""
     from ..distributed import is_writer, local_shard, sharded_pot_energy
     from ..distributed.resume import resume_sharded_run
@@ -212,7 +212,7 @@ def sample_sharded(cfg: RunConfig, nproc: int, resume: bool, finish: Callable) -
         flush=True,
     )
     t0 = time.perf_counter()
-    launch(_rank_main, nproc, (cfg.as_dict(), str(cfg.base_dir), mode), **options)
+    launch(rank_main, nproc, (cfg.as_dict(), str(cfg.base_dir), mode), **options)
     out = cfg.output_dir
     mc = MultiChainHMC.resume(out / CHAIN_DIR, potential_factory(cfg), backend="sequential")
     return finish(cfg, build_problem(cfg), mc, out, time.perf_counter() - t0)

@@ -169,7 +169,7 @@ class FollowerChains:
         adapt_mass: str | None = "diag",
         adapt_step_size: bool = True,
     ) -> None:
-        """As :meth:`MultiChainHMC.warmup <bnn_mcmc.multichain.MultiChainHMC.warmup>`."""
+        """As :meth:`bnn_mcmc.multichain.MultiChainHMC.warmup`."""
         for chain in self.chains:
             chain.check_warmup_options(num_steps, target_accept, adapt_mass)
         self._call(
@@ -183,7 +183,7 @@ class FollowerChains:
         )
 
     def simulate_chains(self, num_states: int) -> None:
-        """As :meth:`MultiChainHMC.simulate_chains <bnn_mcmc.multichain.MultiChainHMC.simulate_chains>`."""
+        """As :meth:`bnn_mcmc.multichain.MultiChainHMC.simulate_chains`."""
         self._call({"kind": "sample", "num_states": num_states})
 
 
