@@ -244,7 +244,7 @@ def test_bad_arguments_are_clear_errors():
         launch(dw.resume, 0)
 
 
-def test_cli_nproc_is_documented_and_refuses_resume(tmp_path, capsys):
+def test_cli_nproc_is_documented_and_resume_checks_the_folder_first(tmp_path, capsys):
     from bnn_mcmc.cli import build_parser, main
 
     with pytest.raises(SystemExit):
@@ -253,4 +253,4 @@ def test_cli_nproc_is_documented_and_refuses_resume(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('[data]\nname = "regression_gap"\nn = 12\n[run]\noutput_dir = "out"\n')
     assert main(["sample", str(cfg), "--nproc", "2", "--resume"]) == 1
-    assert "--resume is not supported with --nproc" in capsys.readouterr().err
+    assert "holds no run to resume" in capsys.readouterr().err  # checked before any launch
