@@ -1,7 +1,8 @@
 """The TOML description of a sampling run, checked strictly.
 
 A run file has the sections ``[data]``, ``[network]``, ``[likelihood]``, ``[prior]``,
-``[sampler]`` and ``[run]``; every section and key is optional except ``data.name``
+``[sampler]``, ``[run]`` and ``[parallel]`` (each chain's data sharded over processes,
+as ``bnn-mcmc sample --nproc``); every section and key is optional except ``data.name``
 and has the default listed in :data:`SCHEMA`.  Loading is safe (``tomllib`` parses
 data only) and strict: an unknown section or key, a value of the wrong type, or a
 value outside its allowed set raises :class:`ConfigError` naming the key and what is
@@ -40,7 +41,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "tensorboard": Key(_BOOL, True),
     },
+    # issue 14: one chain's data sharded over processes (as `--nproc`; unset keys: None)
+    "parallel": {
+        "nproc": Key(
+            _INT, None, minimum=1, doc="processes each chain's data is sharded over (--nproc)"
+        ),
+        "backend": Key(
+            _STR, None, ("gloo", "nccl"), doc="gloo (CPU, default) or nccl (a GPU per process)"
+        ),
+        "timeout": Key(
+            _NUM, None, positive=True, doc="seconds a collective waits for a lost process (120)"
+        ),
+    },
 }
 
 
@@ -212,7 +225,7 @@ class RunConfig:
 
     Attributes
     ----------
-    data, network, likelihood, prior, sampler, run : dict
+    data, network, likelihood, prior, sampler, run, parallel : dict
         The sections of :data:`SCHEMA`.
     base_dir : Path
         Directory against which relative paths (data file, output folder) resolve.
@@ -225,6 +238,7 @@ class RunConfig:
     sampler: dict
     run: dict
     base_dir: Path
+    parallel: dict = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -301,6 +315,12 @@ def _cross_checks(sections: dict[str, dict], base_dir: Path) -> None:
     depth = sections["sampler"]["max_tree_depth"]
     if depth is not None and depth > 30:
         raise ConfigError(f"sampler.max_tree_depth: must be <= 30, got {depth!r}.")
+    nproc = sections["parallel"]["nproc"]
+    if nproc is not None and nproc > 1 and run["backend"] != "sequential":
+        raise ConfigError(
+            f"parallel.nproc = {nproc}: a sharded run takes the chains one after the other; "
+            f"set run.backend = 'sequential' (not {run['backend']!r}) or remove [parallel]."
+        )
     ta = sections["sampler"]["target_accept"]
     if ta is not None and not 0 < ta < 1:
         raise ConfigError(f"sampler.target_accept: must lie in (0, 1), got {ta!r}.")

@@ -49,6 +49,7 @@ EPILOG = """examples:
   bnn-mcmc sample run.toml               # a run described in a TOML file
   bnn-mcmc sample run.toml --resume      # continue it after it was killed
   bnn-mcmc sample run.toml --nproc 2     # each chain's data sharded over 2 processes
+  bnn-mcmc sample run.toml --nproc 2 --resume   # continue it after it was killed
   bnn-mcmc diagnose bnn_mcmc_demo        # summary and plots of a saved run
   bnn-mcmc compare runs/nuts runs/hmc    # one table across saved runs
 """
@@ -120,10 +121,11 @@ def cmd_sample(args) -> int:
         raw = cfg.as_dict()
         raw["run"]["output_dir"] = str(Path(args.out).resolve())
         cfg = from_dict(raw, cfg.base_dir)
-    if args.nproc is not None and args.nproc > 1:  # issue 14: one chain over N processes
+    nproc = args.nproc if args.nproc is not None else cfg.parallel["nproc"]
+    if nproc is not None and nproc > 1:  # issue 14: one chain over N processes
         from .sharded import sample_sharded
 
-        return sample_sharded(cfg, args.nproc, args.resume, _finish)
+        return sample_sharded(cfg, nproc, args.resume, _finish)
     return _sample(cfg, resume=args.resume)
 
 
@@ -255,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="shard the data of every chain over this many local processes (one thread "
-        "each; rank 0 writes); several machines: see the README",
+        "each; rank 0 writes; overrides [parallel] nproc; --resume needs the same number); "
+        "several machines: see the README",
     )
     s.set_defaults(func=cmd_sample)
 
