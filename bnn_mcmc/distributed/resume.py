@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ..multichain.runlog import record_call
 from ..samplers import Sampler
 from ..samplers.base import FOLLOWER_THIN
 from .group import collective_failed, communication_device, is_writer, world_size
@@ -124,16 +125,6 @@ def resume_sharded(
 # ------------------------------------------------------------ runs of several chains
 
 
-def _record(chain: Sampler, call: dict) -> None:
-    """Record the journaled ``call`` in ``chain`` as ``MultiChainHMC`` does (no run yet)."""
-    if call["kind"] == "sample":
-        chain.schedule_sampling(call["num_states"])
-    else:
-        chain.schedule_warmup(
-            call["num_steps"], call["target_accept"], call["adapt_mass"], call["adapt_step_size"]
-        )
-
-
 class FollowerChains:
     """The chains of a sequential multi-chain run as a follower rank holds them.
 
@@ -154,7 +145,7 @@ class FollowerChains:
 
     def _call(self, call: dict) -> None:
         for chain in self.chains:
-            _record(chain, call)
+            record_call(chain, call)
         self.continue_runs()
 
     def continue_runs(self) -> None:
@@ -259,7 +250,7 @@ def resume_sharded_run(
         last = calls[-1]
         for i in last["chains"]:
             if chains[i].run_call < len(calls):
-                _record(chains[i], last)
+                record_call(chains[i], last)
                 chains[i].run_call = len(calls)
     followers = FollowerChains(chains)
     followers.continue_runs()

@@ -28,6 +28,7 @@ from .runlog import (
     check_chain_class,
     clear_interrupted_creation,
     read_meta,
+    record_call,
     write_meta,
     write_run_manifest,
 )
@@ -390,16 +391,8 @@ class MultiChainHMC:
         ``initial_steps`` maps ``id(chain)`` to the result of a step-size search already
         run for it (the vectorized backend searches for all chains at once).
         """
-        if call["kind"] == "sample":
-            return lambda chain: chain.schedule_sampling(call["num_states"])
         initial_steps = initial_steps or {}
-        return lambda chain: chain.schedule_warmup(
-            call["num_steps"],
-            call["target_accept"],
-            call["adapt_mass"],
-            call["adapt_step_size"],
-            initial_steps.get(id(chain)),
-        )
+        return lambda chain: record_call(chain, call, initial_steps.get(id(chain)))
 
     def _run_backend(self, indices: list[int], backend: str, num_parallel: int) -> None:
         if backend == "vectorized":

@@ -147,3 +147,23 @@ def clear_interrupted_creation(folder: Path, num_chains: int) -> None:
             os.unlink(folder / name)
         except FileNotFoundError:
             pass
+
+
+def record_call(chain, call: dict, initial_step: float | None = None) -> None:
+    """Record the journaled ``call`` (``kind`` ``'warmup'`` or ``'sample'``) in ``chain``.
+
+    Nothing runs yet: the chain's :meth:`~bnn_mcmc.samplers.Sampler.continue_run` (or a
+    lockstep driver) does the work.  ``initial_step`` is the result of a warmup's
+    initial step-size search already run for this chain (the vectorized backend
+    searches for all chains at once); without it the chain runs its own search.
+    """
+    if call["kind"] == "sample":
+        chain.schedule_sampling(call["num_states"])
+        return
+    chain.schedule_warmup(
+        call["num_steps"],
+        call["target_accept"],
+        call["adapt_mass"],
+        call["adapt_step_size"],
+        initial_step,
+    )
